@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// config is the parsed command line.
+type config struct {
+	listen     string
+	partitions int
+	autoCreate bool
+	topics     map[string]int32
+	readyFile  string
+	logLevel   kfake.LogLevel
+}
+
+// run starts the broker, blocks until ctx is cancelled and returns the exit
+// code: 0 after a clean shutdown, 2 for bad flags, 1 for anything else.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "devbroker: %v\n", err)
+		return 2
+	}
+	if err := serve(ctx, cfg, stderr); err != nil {
+		fmt.Fprintf(stderr, "devbroker: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("devbroker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      config
+		topics   string
+		logLevel string
+	)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:0",
+		"`host:port` to listen on and advertise to clients; port 0 picks a free port")
+	fs.IntVar(&cfg.partitions, "partitions", 1,
+		"partitions of auto-created topics and of CreateTopics requests asking for -1")
+	fs.BoolVar(&cfg.autoCreate, "auto-create", true,
+		"create unknown topics when a client's metadata request allows it (like auto.create.topics.enable)")
+	fs.StringVar(&topics, "topics", "",
+		"comma-separated topics to create at start, each `name[:partitions]`")
+	fs.StringVar(&cfg.readyFile, "ready-file", "",
+		"once listening, write the bound address to this `path` (atomically, via rename)")
+	fs.StringVar(&logLevel, "log-level", "warn", "broker log level on stderr: none, error, warn, info or debug")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		return config{}, fmt.Errorf("-listen %q: want host:port: %v", cfg.listen, err)
+	}
+	if cfg.partitions < 1 {
+		return config{}, fmt.Errorf("-partitions %d: want at least 1", cfg.partitions)
+	}
+	var err error
+	if cfg.topics, err = parseTopics(topics, cfg.partitions); err != nil {
+		return config{}, err
+	}
+	if cfg.logLevel, err = parseLogLevel(logLevel); err != nil {
+		return config{}, err
+	}
+	return cfg, nil
+}
+
+func parseTopics(s string, def int) (map[string]int32, error) {
+	topics := make(map[string]int32)
+	if s == "" {
+		return topics, nil
+	}
+	for _, item := range strings.Split(s, ",") {
+		name, n, hasN := strings.Cut(strings.TrimSpace(item), ":")
+		parts := def
+		if hasN {
+			var err error
+			if parts, err = strconv.Atoi(n); err != nil || parts < 1 {
+				return nil, fmt.Errorf("-topics %q: partitions of %q must be a positive integer", s, name)
+			}
+		}
+		if name == "" {
+			return nil, fmt.Errorf("-topics %q: empty topic name", s)
+		}
+		topics[name] = int32(parts)
+	}
+	return topics, nil
+}
+
+func parseLogLevel(s string) (kfake.LogLevel, error) {
+	switch s {
+	case "none":
+		return kfake.LogLevelNone, nil
+	case "error":
+		return kfake.LogLevelError, nil
+	case "warn":
+		return kfake.LogLevelWarn, nil
+	case "info":
+		return kfake.LogLevelInfo, nil
+	case "debug":
+		return kfake.LogLevelDebug, nil
+	}
+	return 0, fmt.Errorf("-log-level %q: want none, error, warn, info or debug", s)
+}
+
+func serve(ctx context.Context, cfg config, stderr io.Writer) error {
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		// kfake always asks for 127.0.0.1:port; listen where we were told
+		// instead. The listener's address is what metadata advertises.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, cfg.listen)
+		}),
+		kfake.DefaultNumPartitions(cfg.partitions),
+		kfake.ClusterID("tandem-devbroker"),
+		kfake.WithLogger(kfake.BasicLogger(stderr, cfg.logLevel)),
+	}
+	if cfg.autoCreate {
+		opts = append(opts, kfake.AllowAutoTopicCreation())
+	}
+	for name, parts := range cfg.topics {
+		opts = append(opts, kfake.SeedTopics(parts, name))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	defer c.Close()
+
+	addr := c.ListenAddrs()[0]
+	if cfg.readyFile != "" {
+		if err := writeFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
+			return fmt.Errorf("write ready file: %w", err)
+		}
+		// A stale file would tell the next caller that a dead broker is up.
+		defer os.Remove(cfg.readyFile)
+	}
+	fmt.Fprintf(stderr, "devbroker: listening on %s (in-memory; data is lost on exit)\n", addr)
+	<-ctx.Done()
+	fmt.Fprintf(stderr, "devbroker: shutting down\n")
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file next to path and renames
+// it into place, so a reader sees either no file or the whole content.
+func writeFileAtomic(path, data string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}

@@ -1,0 +1,221 @@
+// Package replicator assembles one site's replicator daemon from the
+// packages that do the work: the binlog Source for the local site, one
+// Applier per peer, heartbeats, metrics and the admin server.
+package replicator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql" // database/sql driver
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemdb/tandem/pkg/binlog"
+	"github.com/tandemdb/tandem/pkg/checkpoint"
+	"github.com/tandemdb/tandem/pkg/config"
+	"github.com/tandemdb/tandem/pkg/hlc"
+	"github.com/tandemdb/tandem/pkg/pipeline"
+	"github.com/tandemdb/tandem/pkg/schema"
+	"github.com/tandemdb/tandem/pkg/sink"
+)
+
+// Replicator is one site's daemon.
+type Replicator struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	reg     *prometheus.Registry
+	store   *checkpoint.Store
+	db      *sql.DB
+	clock   *hlc.Clock
+	source  *pipeline.Source
+	reader  *binlog.Reader
+	applier []*pipeline.Applier
+	prod    *pipeline.Producer
+	obs     *observer
+}
+
+// New opens local state and connections and checks the source, refusing to
+// start on a misconfigured server (the error says how to fix it).
+func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Replicator, err error) {
+	r := &Replicator{cfg: cfg, log: log, reg: reg}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	if r.store, err = checkpoint.Open(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	r.clock, err = hlc.NewClock(cfg.Site.ID, hlc.SystemClock{Offset: cfg.Clock.WallOffset.Duration()},
+		hlc.Options{MaxOffset: cfg.Clock.MaxOffset.Duration(), Store: r.store})
+	if err != nil {
+		return nil, err
+	}
+	if r.db, err = sql.Open("mysql", cfg.Database.DSN()); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	r.db.SetMaxOpenConns(4 + 2*len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
+	r.db.SetMaxIdleConns(4 + len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
+	r.db.SetConnMaxLifetime(30 * time.Minute)
+
+	r.reader, err = binlog.New(binlog.Config{
+		Host: cfg.Database.Host, Port: cfg.Database.Port,
+		User: cfg.Database.User, Password: cfg.Database.Password.Reveal(),
+		Flavor: cfg.Database.Flavor, ServerID: cfg.Reader.ServerID, Site: cfg.Site.ID,
+		VersionColumn: cfg.Schema.VersionColumn, MetaSchema: cfg.Schema.MetaSchema,
+		Include: cfg.Reader.Include, Exclude: cfg.Reader.Exclude,
+		MaxFragmentChanges: cfg.Reader.MaxFragmentChanges, MaxFragmentBytes: cfg.Reader.MaxFragmentBytes,
+		ReconnectMin: cfg.Reader.ReconnectMin.Duration(), ReconnectMax: cfg.Reader.ReconnectMax.Duration(),
+	}, log.Named("binlog"), r.clock)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.reader.Preflight(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.checkMeta(ctx); err != nil {
+		return nil, err
+	}
+
+	kc := r.kafkaConfig()
+	parts, err := pipeline.EnsureTopic(ctx, kc, cfg.LocalTopic())
+	if err != nil {
+		return nil, err
+	}
+	r.obs = newObserver(reg, cfg.Site.Name, r.peerNames())
+	r.prod = pipeline.NewProducer(kc, cfg.LocalTopic(), parts)
+	r.source = pipeline.NewSource(pipeline.SourceConfig{
+		Topic: cfg.LocalTopic(),
+		Fatal: isFatal,
+	}, r.reader, r.prod, r.store, log.Named("source"))
+	r.obs.watchSource(r.source, r.reader, r.clock, cfg.LocalTopic())
+
+	for _, p := range cfg.Peers {
+		s, err := sink.NewMySQL(r.db, sink.Config{
+			Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn,
+			MaxRowsPerStatement: cfg.Sink.RowsPerStatement,
+		}, log.Named("sink").With(zap.String("origin", p.Name)), r.clock)
+		if err != nil {
+			return nil, err
+		}
+		r.applier = append(r.applier, pipeline.NewApplier(pipeline.ApplierConfig{
+			Kafka: kc, Topic: cfg.Topic(p.Name), Origin: p.ID,
+			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns,
+			MaxRetries: cfg.Sink.MaxRetries,
+		}, s, r.obs, log.Named("apply").With(zap.String("origin", p.Name))))
+	}
+	return r, nil
+}
+
+func (r *Replicator) peerNames() map[uint8]string {
+	m := map[uint8]string{r.cfg.Site.ID: r.cfg.Site.Name}
+	for _, p := range r.cfg.Peers {
+		m[p.ID] = p.Name
+	}
+	return m
+}
+
+func (r *Replicator) kafkaConfig() pipeline.KafkaConfig {
+	return pipeline.KafkaConfig{
+		Brokers:           r.cfg.Kafka.Brokers,
+		Partitions:        r.cfg.Kafka.Partitions,
+		ReplicationFactor: r.cfg.Kafka.ReplicationFactor,
+	}
+}
+
+// isFatal says which source errors no retry can fix.
+func isFatal(err error) bool {
+	return errors.Is(err, binlog.ErrPositionPurged)
+}
+
+// checkMeta refuses to start when `schema prepare` has not been run, with
+// the command that fixes it.
+func (r *Replicator) checkMeta(ctx context.Context) error {
+	var n int
+	err := r.db.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?, ?)`,
+		r.cfg.Schema.MetaSchema, schema.Offsets, schema.Heartbeat, schema.Parked).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", r.cfg.Database.Addr(), err)
+	}
+	if n != 3 {
+		return fmt.Errorf("database %s: Tandem's bookkeeping tables are missing from schema %q; run `replicator schema prepare --config FILE` first",
+			r.cfg.Database.Addr(), r.cfg.Schema.MetaSchema)
+	}
+	return nil
+}
+
+// Ready is nil when the source and every applier are streaming.
+func (r *Replicator) Ready() error {
+	if r.source == nil || !r.source.Ready() {
+		return errors.New("source not streaming")
+	}
+	for i, a := range r.applier {
+		if !a.Ready() {
+			return fmt.Errorf("applier for %s not streaming", r.cfg.Peers[i].Name)
+		}
+	}
+	return nil
+}
+
+// Run replicates until ctx is cancelled (returns nil) or a fatal error.
+func (r *Replicator) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.source.Run(gctx) })
+	for _, a := range r.applier {
+		g.Go(func() error { return a.Run(gctx) })
+	}
+	g.Go(func() error { return r.obs.run(gctx) })
+	if r.cfg.Heartbeat.Enabled {
+		g.Go(func() error { return r.heartbeat(gctx) })
+	}
+	return g.Wait()
+}
+
+// heartbeat writes this site's row in _tandem_heartbeat every interval.
+// The row replicates like data, so every receiver can measure lag from it
+// even when no user writes flow.
+func (r *Replicator) heartbeat(ctx context.Context) error {
+	q := fmt.Sprintf("INSERT INTO `%s`.`%s` (site, hlc, wall) VALUES (?, ?, UTC_TIMESTAMP(6)) "+
+		"ON DUPLICATE KEY UPDATE hlc = VALUES(hlc), wall = VALUES(wall)", r.cfg.Schema.MetaSchema, schema.Heartbeat)
+	t := time.NewTicker(r.cfg.Heartbeat.Interval.Duration())
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		ts, err := r.clock.Now()
+		if err == nil {
+			_, err = r.db.ExecContext(ctx, q, r.cfg.Site.ID, uint64(ts))
+		}
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			r.log.Warn("heartbeat write failed; retrying each interval", zap.Error(err))
+			failing = true
+		case err == nil && failing:
+			r.log.Info("heartbeat write recovered")
+			failing = false
+		}
+	}
+}
+
+// Close releases everything New opened.
+func (r *Replicator) Close() {
+	if r.prod != nil {
+		r.prod.Close()
+	}
+	if r.db != nil {
+		r.db.Close()
+	}
+	if r.store != nil {
+		r.store.Close()
+	}
+}

@@ -1,0 +1,397 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemdb/tandem/pkg/event"
+	"github.com/tandemdb/tandem/pkg/sink"
+)
+
+// Sink is what an Applier needs from pkg/sink.
+type Sink interface {
+	Apply(ctx context.Context, b sink.Batch) (sink.Result, error)
+	Offsets(ctx context.Context, topic string) (map[int]int64, error)
+}
+
+// Observer receives what an Applier did, for metrics. Implementations must
+// be cheap and safe for concurrent use (partitions apply in parallel).
+type Observer interface {
+	Applied(origin uint8, partition int, res sink.Result, txns []event.Txn, now time.Time)
+	Parked(origin uint8, reason string)
+	ApplyError(origin uint8, err error)
+}
+
+// ApplierConfig tunes one peer's apply loop.
+type ApplierConfig struct {
+	Kafka  KafkaConfig
+	Topic  string // the peer's topic
+	Origin uint8  // the peer's site id; messages claiming another origin are parked
+	// MaxBatchRows and MaxBatchTxns bound one target transaction (group
+	// commit of consecutive source transactions). Defaults 2000 and 500.
+	MaxBatchRows int
+	MaxBatchTxns int
+	// RetryMin/RetryMax bound the backoff after a retryable error.
+	RetryMin, RetryMax time.Duration
+	// MaxRetries is how often a non-retryable, unclassified error is
+	// retried before the batch is split to find and park the culprit.
+	MaxRetries int
+	// Epoch returns the current fencing epoch (0: no lease).
+	Epoch func() uint64
+}
+
+func (c *ApplierConfig) defaults() {
+	if c.MaxBatchRows <= 0 {
+		c.MaxBatchRows = 2000
+	}
+	if c.MaxBatchTxns <= 0 {
+		c.MaxBatchTxns = 500
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.MaxRetries <= 0 {
+		c.MaxRetries = 5
+	}
+	if c.Epoch == nil {
+		c.Epoch = func() uint64 { return 0 }
+	}
+}
+
+// Applier applies one peer site's topic to the local database, each
+// partition in order, partitions in parallel. It keeps no offsets of its
+// own: they live in the target database, written with the data.
+type Applier struct {
+	cfg   ApplierConfig
+	sink  Sink
+	obs   Observer
+	log   *zap.Logger
+	ready atomic.Int32 // partitions streaming
+	parts atomic.Int32
+}
+
+// NewApplier assembles an Applier.
+func NewApplier(cfg ApplierConfig, s Sink, obs Observer, log *zap.Logger) *Applier {
+	cfg.defaults()
+	return &Applier{cfg: cfg, sink: s, obs: obs, log: log.With(zap.String("topic", cfg.Topic))}
+}
+
+// Ready reports whether every partition is streaming.
+func (a *Applier) Ready() bool { n := a.parts.Load(); return n > 0 && a.ready.Load() == n }
+
+// Run applies until ctx is cancelled (nil) or the sink is fenced.
+func (a *Applier) Run(ctx context.Context) error {
+	var parts int
+	err := a.retry(ctx, "discover topic", func() error {
+		var err error
+		parts, err = EnsureTopic(ctx, a.cfg.Kafka, a.cfg.Topic)
+		return err
+	})
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	a.parts.Store(int32(parts))
+	g, gctx := errgroup.WithContext(ctx)
+	for p := range parts {
+		g.Go(func() error { return a.runPartition(gctx, p) })
+	}
+	return g.Wait()
+}
+
+// retry runs fn until it succeeds or ctx ends, backing off between tries.
+func (a *Applier) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := a.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, sink.ErrFenced) {
+			return err
+		}
+		a.log.Warn("apply loop step failed; retrying", zap.String("step", what),
+			zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		if !sleepCtx(ctx, backoff) {
+			return nil
+		}
+		backoff = min(backoff*2, a.cfg.RetryMax)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// entry is one Kafka message of a batch: a decoded transaction or a parked
+// message.
+type entry struct {
+	offset int64
+	txn    *event.Txn
+	parked *sink.Parked
+	raw    []byte
+}
+
+func (a *Applier) runPartition(ctx context.Context, part int) error {
+	for {
+		err := a.streamPartition(ctx, part)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, sink.ErrFenced) {
+			return err
+		}
+		a.log.Warn("partition apply loop restarting", zap.Int("partition", part), zap.Error(err))
+		if !sleepCtx(ctx, a.cfg.RetryMin) {
+			return nil
+		}
+	}
+}
+
+func (a *Applier) streamPartition(ctx context.Context, part int) error {
+	var start int64
+	err := a.retry(ctx, "read stored offsets", func() error {
+		offs, err := a.sink.Offsets(ctx, a.cfg.Topic)
+		start = offs[part]
+		return err
+	})
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        a.cfg.Kafka.Brokers,
+		Topic:          a.cfg.Topic,
+		Partition:      part,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        250 * time.Millisecond,
+		QueueCapacity:  1000,
+		ReadBackoffMin: 100 * time.Millisecond,
+		ReadBackoffMax: 2 * time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(f string, args ...any) {
+			a.log.Debug("kafka reader: "+fmt.Sprintf(f, args...), zap.Int("partition", part))
+		}),
+	})
+	defer r.Close()
+	if err := r.SetOffset(start); err != nil {
+		return fmt.Errorf("kafka: seek %s/%d to stored offset %d: %w", a.cfg.Topic, part, start, err)
+	}
+	a.log.Info("applying partition", zap.Int("partition", part), zap.Int64("from_offset", start))
+
+	g, gctx := errgroup.WithContext(ctx)
+	msgs := make(chan kafka.Message, 2*a.cfg.MaxBatchTxns)
+	g.Go(func() error {
+		defer close(msgs)
+		for {
+			m, err := r.FetchMessage(gctx)
+			if err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("kafka: fetch %s/%d: %w", a.cfg.Topic, part, err)
+			}
+			select {
+			case msgs <- m:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+	})
+	g.Go(func() error {
+		a.ready.Add(1)
+		defer a.ready.Add(-1)
+		batch := make([]entry, 0, a.cfg.MaxBatchTxns)
+		for {
+			batch = batch[:0]
+			m, ok := <-msgs
+			if !ok {
+				return nil
+			}
+			rows := 0
+			batch = append(batch, a.decode(m, part))
+			rows += entryRows(batch[0])
+		fill:
+			for len(batch) < a.cfg.MaxBatchTxns && rows < a.cfg.MaxBatchRows {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break fill
+					}
+					e := a.decode(m, part)
+					batch = append(batch, e)
+					rows += entryRows(e)
+				default:
+					break fill
+				}
+			}
+			if err := a.applyEntries(gctx, part, batch); err != nil {
+				return err
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func entryRows(e entry) int {
+	if e.txn == nil {
+		return 1
+	}
+	return len(e.txn.Changes)
+}
+
+func (a *Applier) decode(m kafka.Message, part int) entry {
+	e := entry{offset: m.Offset, raw: m.Value}
+	t, err := event.Decode(m.Value)
+	reason := ""
+	switch {
+	case err != nil:
+		reason = "decode"
+	case t.Origin != a.cfg.Origin:
+		reason = "wrong_origin"
+		err = fmt.Errorf("message claims origin site %d but topic %s carries site %d", t.Origin, a.cfg.Topic, a.cfg.Origin)
+	}
+	if reason != "" {
+		a.log.Error("parking undecodable message; the pipeline goes on",
+			zap.Int("partition", part), zap.Int64("offset", m.Offset), zap.String("reason", reason), zap.Error(err))
+		e.parked = &sink.Parked{Offset: m.Offset, Tenant: string(m.Key), Reason: reason, Err: err.Error(), Payload: m.Value}
+		return e
+	}
+	e.txn = &t
+	return e
+}
+
+// applyEntries applies consecutive entries as one target transaction,
+// retrying transient errors and isolating a transaction that can never
+// apply (parked, with the error) so that the rest goes on.
+func (a *Applier) applyEntries(ctx context.Context, part int, es []entry) error {
+	for len(es) > 0 {
+		b := a.batchOf(part, es)
+		var res sink.Result
+		var err error
+		backoff := a.cfg.RetryMin
+		for attempt := 1; ; attempt++ {
+			res, err = a.sink.Apply(ctx, b)
+			if err == nil || ctx.Err() != nil || errors.Is(err, sink.ErrFenced) {
+				break
+			}
+			var pe *sink.PermanentError
+			if errors.As(err, &pe) {
+				break
+			}
+			if !sink.IsRetryable(err) && attempt >= a.cfg.MaxRetries {
+				break
+			}
+			if a.obs != nil {
+				a.obs.ApplyError(a.cfg.Origin, err)
+			}
+			a.log.Warn("apply failed; retrying", zap.Int("partition", part), zap.Int64("first_offset", b.FirstOffset),
+				zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+			if !sleepCtx(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, a.cfg.RetryMax)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			if a.obs != nil {
+				a.obs.Applied(a.cfg.Origin, part, res, b.Txns, time.Now())
+				for _, p := range b.Parked {
+					a.obs.Parked(a.cfg.Origin, p.Reason)
+				}
+			}
+			return nil
+		}
+		if errors.Is(err, sink.ErrFenced) {
+			return err
+		}
+		// Find the culprit: a PermanentError names it; otherwise split.
+		bad := -1
+		var pe *sink.PermanentError
+		if errors.As(err, &pe) {
+			bad = a.entryIndexOfTxn(es, pe.TxnIndex)
+		}
+		if bad < 0 {
+			if len(es) == 1 {
+				bad = 0
+			} else {
+				half := len(es) / 2
+				if err := a.applyEntries(ctx, part, es[:half]); err != nil {
+					return err
+				}
+				es = es[half:]
+				continue
+			}
+		}
+		if bad > 0 {
+			if err := a.applyEntries(ctx, part, es[:bad]); err != nil {
+				return err
+			}
+		}
+		e := es[bad]
+		a.log.Error("parking a transaction that cannot be applied; the pipeline goes on",
+			zap.Int("partition", part), zap.Int64("offset", e.offset), zap.String("gtid", e.txn.GTID), zap.Error(err))
+		parked := entry{offset: e.offset, parked: &sink.Parked{
+			Offset: e.offset, Tenant: e.txn.Tenant, Reason: "apply", Err: err.Error(), Payload: e.raw,
+		}}
+		if err := a.applyEntries(ctx, part, []entry{parked}); err != nil {
+			return err
+		}
+		es = es[bad+1:]
+	}
+	return nil
+}
+
+func (a *Applier) entryIndexOfTxn(es []entry, txnIndex int) int {
+	n := 0
+	for i, e := range es {
+		if e.txn == nil {
+			continue
+		}
+		if n == txnIndex {
+			return i
+		}
+		n++
+	}
+	return -1
+}
+
+func (a *Applier) batchOf(part int, es []entry) sink.Batch {
+	b := sink.Batch{
+		Topic:       a.cfg.Topic,
+		Partition:   part,
+		FirstOffset: es[0].offset,
+		NextOffset:  es[len(es)-1].offset + 1,
+		Origin:      a.cfg.Origin,
+		Epoch:       a.cfg.Epoch(),
+	}
+	for _, e := range es {
+		if e.txn != nil {
+			b.Txns = append(b.Txns, *e.txn)
+		} else {
+			b.Parked = append(b.Parked, *e.parked)
+		}
+	}
+	return b
+}
+
+// TopicFor is the topic name of a site.
+func TopicFor(prefix, siteName string) string { return prefix + siteName }
+

@@ -1,0 +1,173 @@
+// Package pipeline wires Tandem's stages together: a Source (binlog reader →
+// Kafka, with checkpoints) for the local site, and an Applier per other site
+// (that site's topic → local database through a sink).
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+)
+
+// KafkaConfig is what the pipeline needs to reach the brokers.
+type KafkaConfig struct {
+	Brokers           []string
+	Partitions        int // partitions of topics Tandem creates
+	ReplicationFactor int // of topics Tandem creates
+	Timeout           time.Duration
+}
+
+func (k KafkaConfig) client() *kafka.Client {
+	timeout := k.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	return &kafka.Client{
+		Addr:    kafka.TCP(k.Brokers...),
+		Timeout: timeout,
+		Transport: &kafka.Transport{
+			DialTimeout: 5 * time.Second,
+			IdleTimeout: 30 * time.Second,
+			MetadataTTL: 5 * time.Second,
+			ClientID:    "tandem",
+		},
+	}
+}
+
+// EnsureTopic creates topic when it does not exist and returns its number
+// of partitions. An existing topic keeps its partition count.
+func EnsureTopic(ctx context.Context, k KafkaConfig, topic string) (int, error) {
+	c := k.client()
+	defer closeTransport(c)
+	if n, err := topicPartitions(ctx, c, topic); err == nil && n > 0 {
+		return n, nil
+	}
+	parts, rf := k.Partitions, k.ReplicationFactor
+	if parts <= 0 {
+		parts = 1
+	}
+	if rf <= 0 {
+		rf = 1
+	}
+	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: parts, ReplicationFactor: rf,
+	}}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: create topic %s on %v: %w", topic, k.Brokers, err)
+	}
+	if terr := resp.Errors[topic]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+		return 0, fmt.Errorf("kafka: create topic %s (%d partitions, replication factor %d): %w", topic, parts, rf, terr)
+	}
+	n, err := topicPartitions(ctx, c, topic)
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func topicPartitions(ctx context.Context, c *kafka.Client, topic string) (int, error) {
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: metadata for %s: %w", topic, err)
+	}
+	for _, t := range md.Topics {
+		if t.Name == topic {
+			if t.Error != nil {
+				return 0, fmt.Errorf("kafka: metadata for %s: %w", topic, t.Error)
+			}
+			return len(t.Partitions), nil
+		}
+	}
+	return 0, fmt.Errorf("kafka: topic %s not found", topic)
+}
+
+func closeTransport(c *kafka.Client) {
+	if t, ok := c.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// PartitionFor maps a message key to a partition exactly like kafka-go's
+// Hash balancer (and Sarama's hash partitioner), so that other producers of
+// the same topic agree.
+func PartitionFor(key []byte, partitions int) int {
+	h := fnv.New32a()
+	h.Write(key)
+	p := int32(h.Sum32()) % int32(partitions)
+	if p < 0 {
+		p = -p
+	}
+	return int(p)
+}
+
+// Message is one record to produce.
+type Message struct {
+	Key, Value []byte
+}
+
+// Producer sends records to one topic and waits for the brokers'
+// acknowledgement (acks=all). It uses kafka-go's Client.Produce directly
+// rather than kafka.Writer: Writer holds a partial batch for BatchTimeout,
+// which would add that delay to every quiet-period transaction.
+type Producer struct {
+	client     *kafka.Client
+	topic      string
+	partitions int
+}
+
+// NewProducer returns a producer for topic with the given partition count.
+func NewProducer(k KafkaConfig, topic string, partitions int) *Producer {
+	return &Producer{client: k.client(), topic: topic, partitions: partitions}
+}
+
+// Close releases idle connections.
+func (p *Producer) Close() { closeTransport(p.client) }
+
+// Produce writes msgs, keeping their relative order within each partition,
+// and returns once all were acknowledged. On error some partitions may have
+// been written: the caller re-sends from its last checkpoint (duplicates are
+// harmless downstream).
+func (p *Producer) Produce(ctx context.Context, msgs []Message) error {
+	byPart := make(map[int][]kafka.Record)
+	for _, m := range msgs {
+		part := PartitionFor(m.Key, p.partitions)
+		byPart[part] = append(byPart[part], kafka.Record{Key: kafka.NewBytes(m.Key), Value: kafka.NewBytes(m.Value)})
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for part, recs := range byPart {
+		g.Go(func() error {
+			resp, err := p.client.Produce(ctx, &kafka.ProduceRequest{
+				Topic:        p.topic,
+				Partition:    part,
+				RequiredAcks: kafka.RequireAll,
+				Records:      kafka.NewRecordReader(recs...),
+			})
+			if err == nil && resp.Error != nil {
+				err = resp.Error
+			}
+			if err == nil && len(resp.RecordErrors) > 0 {
+				for i, rerr := range resp.RecordErrors {
+					err = fmt.Errorf("record %d: %w", i, rerr)
+					break
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("kafka: produce %d records to %s/%d: %w", len(recs), p.topic, part, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// isNetErr reports whether err looks like a broker being unreachable.
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}

@@ -1,0 +1,310 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemdb/tandem/pkg/checkpoint"
+	"github.com/tandemdb/tandem/pkg/event"
+)
+
+// BinlogReader is what a Source needs from pkg/binlog.
+type BinlogReader interface {
+	CurrentPosition(ctx context.Context) (event.Position, error)
+	Run(ctx context.Context, from event.Position, emit func(context.Context, event.Txn) error) error
+}
+
+// SourceConfig tunes the publishing side.
+type SourceConfig struct {
+	// Topic is this site's topic; one per origin site.
+	Topic string
+	// MaxBatchMessages and MaxBatchBytes bound one produce round (the
+	// in-flight batch). Defaults 1000 and 8 MiB.
+	MaxBatchMessages int
+	MaxBatchBytes    int
+	// QueueSize bounds transactions read but not yet published, which is
+	// the reader's back-pressure. Default 4096.
+	QueueSize int
+	// CheckpointInterval is how often the safe position is persisted at
+	// most. Default 100 ms.
+	CheckpointInterval time.Duration
+	// RetryMin and RetryMax bound the backoff between restarts of the
+	// read→publish loop after an error (broker down, source down).
+	RetryMin, RetryMax time.Duration
+	// Fatal reports errors that retrying cannot fix (a purged checkpoint,
+	// bad credentials); Run returns them instead of retrying.
+	Fatal func(error) bool
+}
+
+func (c *SourceConfig) defaults() {
+	if c.MaxBatchMessages <= 0 {
+		c.MaxBatchMessages = 1000
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 8 << 20
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 4096
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 100 * time.Millisecond
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 200 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Second
+	}
+}
+
+// SourceStats are cumulative counters, safe to read concurrently.
+type SourceStats struct {
+	TxnsPublished     atomic.Uint64
+	MessagesPublished atomic.Uint64
+	RowsPublished     atomic.Uint64
+	BytesPublished    atomic.Uint64
+	PublishErrors     atomic.Uint64
+	Restarts          atomic.Uint64
+	Checkpoints       atomic.Uint64
+
+	mu         sync.Mutex
+	checkpoint event.Position
+}
+
+// Checkpoint returns the last persisted position.
+func (s *SourceStats) Checkpoint() event.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkpoint
+}
+
+// Source streams the local binlog into the site's Kafka topic and persists
+// the resume position.
+type Source struct {
+	cfg      SourceConfig
+	reader   BinlogReader
+	producer *Producer
+	store    *checkpoint.Store
+	log      *zap.Logger
+	stats    SourceStats
+	ready    atomic.Bool
+}
+
+// NewSource assembles a Source.
+func NewSource(cfg SourceConfig, reader BinlogReader, producer *Producer, store *checkpoint.Store, log *zap.Logger) *Source {
+	cfg.defaults()
+	return &Source{cfg: cfg, reader: reader, producer: producer, store: store, log: log}
+}
+
+// Stats exposes the counters.
+func (s *Source) Stats() *SourceStats { return &s.stats }
+
+// Ready reports whether the loop is currently streaming.
+func (s *Source) Ready() bool { return s.ready.Load() }
+
+// Run reads and publishes until ctx is cancelled (returns nil) or a fatal
+// error. Transient errors restart the loop from the persisted checkpoint
+// with exponential backoff, so a broker or source outage never becomes a
+// crash loop.
+func (s *Source) Run(ctx context.Context) error {
+	backoff := s.cfg.RetryMin
+	for {
+		started := time.Now()
+		err := s.runOnce(ctx)
+		s.ready.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("reader stopped unexpectedly")
+		}
+		if s.cfg.Fatal != nil && s.cfg.Fatal(err) {
+			return err
+		}
+		if time.Since(started) > 30*time.Second {
+			backoff = s.cfg.RetryMin // it ran fine for a while: start over
+		}
+		s.stats.Restarts.Add(1)
+		s.log.Warn("source restarting from checkpoint after error",
+			zap.Error(err), zap.Duration("backoff", backoff))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, s.cfg.RetryMax)
+	}
+}
+
+type item struct {
+	seq  uint64
+	msg  *Message // nil: nothing to publish, only a position to pass
+	rows int
+}
+
+func (s *Source) runOnce(ctx context.Context) error {
+	pos, ok, err := s.store.Position()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// First start: begin at the source's current end and persist that
+		// at once, so that a crash before the first checkpoint cannot
+		// silently skip the writes made in between.
+		if pos, err = s.reader.CurrentPosition(ctx); err != nil {
+			return err
+		}
+		if err := s.store.SavePosition(pos); err != nil {
+			return err
+		}
+		s.log.Info("no checkpoint: starting at the source's current position", zap.Stringer("position", pos))
+	}
+	s.setCheckpoint(pos)
+	tracker := checkpoint.NewTracker()
+	ch := make(chan item, s.cfg.QueueSize)
+	g, gctx := errgroup.WithContext(ctx)
+
+	g.Go(func() error {
+		defer close(ch)
+		var buf []byte
+		return s.reader.Run(gctx, pos, func(ctx context.Context, t event.Txn) error {
+			it := item{}
+			if len(t.Changes) > 0 {
+				var err error
+				buf, err = event.Encode(buf[:0], &t)
+				if err != nil {
+					return fmt.Errorf("encode transaction %s: %w", t.GTID, err)
+				}
+				v := make([]byte, len(buf))
+				copy(v, buf)
+				it.msg = &Message{Key: t.Key(), Value: v}
+				it.rows = len(t.Changes)
+			}
+			// Only the last fragment of a transaction is a resume point.
+			it.seq = tracker.Add(t.Position, t.Last || len(t.Changes) == 0)
+			select {
+			case ch <- it:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+
+	g.Go(func() error { return s.publish(gctx, ch, tracker) })
+
+	cpDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(cpDone)
+		tick := time.NewTicker(s.cfg.CheckpointInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+				if err := s.saveSafe(tracker); err != nil {
+					return err
+				}
+			}
+		}
+	})
+	s.ready.Store(true)
+	err = g.Wait()
+	// Persist whatever was acknowledged before the stop.
+	if serr := s.saveSafe(tracker); serr != nil && err == nil {
+		err = serr
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoint.Tracker) error {
+	batch := make([]item, 0, s.cfg.MaxBatchMessages)
+	msgs := make([]Message, 0, s.cfg.MaxBatchMessages)
+	for {
+		batch, msgs = batch[:0], msgs[:0]
+		var first item
+		var ok bool
+		select {
+		case first, ok = <-ch:
+			if !ok {
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
+		}
+		batch = append(batch, first)
+		bytes := 0
+		if first.msg != nil {
+			bytes += len(first.msg.Value)
+		}
+	fill:
+		for len(batch) < s.cfg.MaxBatchMessages && bytes < s.cfg.MaxBatchBytes {
+			select {
+			case it, ok := <-ch:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+				if it.msg != nil {
+					bytes += len(it.msg.Value)
+				}
+			default:
+				break fill
+			}
+		}
+		rows := 0
+		for _, it := range batch {
+			if it.msg != nil {
+				msgs = append(msgs, *it.msg)
+				rows += it.rows
+			}
+		}
+		if len(msgs) > 0 {
+			if err := s.producer.Produce(ctx, msgs); err != nil {
+				s.stats.PublishErrors.Add(1)
+				return err
+			}
+			s.stats.MessagesPublished.Add(uint64(len(msgs)))
+			s.stats.RowsPublished.Add(uint64(rows))
+			s.stats.BytesPublished.Add(uint64(bytes))
+		}
+		// Everything before this batch was acknowledged by the previous
+		// round, so acknowledging in order keeps the tracker contiguous.
+		for _, it := range batch {
+			tracker.Ack(it.seq)
+		}
+		s.stats.TxnsPublished.Add(uint64(len(batch)))
+	}
+}
+
+func (s *Source) saveSafe(tracker *checkpoint.Tracker) error {
+	pos, ok := tracker.Safe()
+	if !ok || pos == s.stats.Checkpoint() {
+		return nil
+	}
+	if err := s.store.SavePosition(pos); err != nil {
+		return err
+	}
+	s.stats.Checkpoints.Add(1)
+	s.setCheckpoint(pos)
+	return nil
+}
+
+func (s *Source) setCheckpoint(p event.Position) {
+	s.stats.mu.Lock()
+	s.stats.checkpoint = p
+	s.stats.mu.Unlock()
+}

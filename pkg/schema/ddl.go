@@ -1,0 +1,255 @@
+package schema
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/tandemdb/tandem/pkg/hlc"
+)
+
+// triggerVersion is bumped whenever the generated trigger bodies change
+// meaning, so that Inspect can say "outdated" rather than just "differs".
+// It is part of the label that opens every body.
+const triggerVersion = 1
+
+// gen generates the DDL for one site.
+type gen struct {
+	site uint8
+	v    string // version column
+	srv  server
+}
+
+// tableModel is what the generated objects depend on.
+type tableModel struct {
+	ref      TableRef
+	pk       []Column
+	pkPrefix []int // per pk column, 0 = whole column
+}
+
+func (t tableModel) tomb() TableRef { return TableRef{t.ref.Schema, TombTable(t.ref.Table)} }
+
+// triggerDef is one trigger to install.
+type triggerDef struct {
+	name   string
+	timing string // BEFORE, AFTER
+	event  string // INSERT, UPDATE, DELETE
+	body   string
+}
+
+// label opens and closes every trigger body. Comments do not survive the
+// mariadb client (it strips them before sending), but a block label does,
+// so it carries the site and the generation for Inspect and for humans.
+func (g gen) label() string { return fmt.Sprintf("tandem_v%d_site_%d", triggerVersion, g.site) }
+
+var labelRE = regexp.MustCompile(`^\s*tandem_v(\d+)_site_(\d+)\s*:`)
+
+// parseLabel returns the generation and site a Tandem trigger body was made
+// for.
+func parseLabel(body string) (version, site int, ok bool) {
+	m := labelRE.FindStringSubmatch(body)
+	if m == nil {
+		return 0, 0, false
+	}
+	version, err1 := strconv.Atoi(m[1])
+	site, err2 := strconv.Atoi(m[2])
+	return version, site, err1 == nil && err2 == nil
+}
+
+// versionColumnSQL adds the version column. Existing rows get version 0,
+// which every real version beats. INVISIBLE keeps it out of SELECT * and
+// of INSERT without a column list, so applications do not notice it.
+func (g gen) versionColumnSQL(t TableRef, algorithm string) string {
+	invisible := ""
+	if g.srv.invisibleColumns() {
+		invisible = " INVISIBLE"
+	}
+	ifNotExists := ""
+	if g.srv.mariaDB {
+		ifNotExists = "IF NOT EXISTS "
+	}
+	return fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s%s BIGINT UNSIGNED NOT NULL DEFAULT 0%s COMMENT %s, %s",
+		t.quoted(), ifNotExists, quoteIdent(g.v), invisible,
+		quoteString("Tandem row version (HLC), stamped by triggers and sinks"), algorithm)
+}
+
+const (
+	algorithmInstant = "ALGORITHM=INSTANT"
+	algorithmOnline  = "ALGORITHM=INPLACE, LOCK=NONE"
+)
+
+// columnDef is the definition of a tombstone column copied from c.
+func columnDef(c Column) string {
+	def := quoteIdent(c.Name) + " " + c.ColumnType
+	if c.Charset != "" {
+		def += " CHARACTER SET " + c.Charset
+	}
+	if c.Collation != "" {
+		def += " COLLATE " + c.Collation
+	}
+	return def + " NOT NULL"
+}
+
+// tombCreateSQL creates t's tombstone table: t's primary key columns with
+// identical types, character sets and collations (so keys compare the same
+// way in both tables) plus the version of the delete.
+func (g gen) tombCreateSQL(t tableModel) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n", t.tomb().quoted())
+	for _, c := range t.pk {
+		fmt.Fprintf(&b, "  %s,\n", columnDef(c))
+	}
+	fmt.Fprintf(&b, "  %s BIGINT UNSIGNED NOT NULL,\n", quoteIdent(g.v))
+	keys := make([]string, len(t.pk))
+	for i, c := range t.pk {
+		keys[i] = quoteIdent(c.Name)
+		if i < len(t.pkPrefix) && t.pkPrefix[i] > 0 {
+			keys[i] += "(" + strconv.Itoa(t.pkPrefix[i]) + ")"
+		}
+	}
+	fmt.Fprintf(&b, "  PRIMARY KEY (%s)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=%s",
+		strings.Join(keys, ", "),
+		quoteString("Tandem tombstones of "+t.ref.String()+": deleted keys and the version of the delete"))
+	return b.String()
+}
+
+// match is "a.`k1` = NEW.`k1` AND a.`k2` = NEW.`k2`". Columns are always
+// qualified: a bare name that equals a DECLAREd variable would mean the
+// variable inside a trigger.
+func match(alias, row string, pk []Column) string {
+	parts := make([]string, len(pk))
+	for i, c := range pk {
+		q := quoteIdent(c.Name)
+		parts[i] = alias + "." + q + " = " + row + "." + q
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// readTomb is a statement that reads the tombstone version of row's key
+// into variable into (NULL when there is none).
+//
+// Reads in a trigger must be SELECT … INTO statements: InnoDB reads tables
+// without locks only in statements whose own command is SELECT. A
+// subquery in SET or IF belongs to the data-changing statement and is a
+// locking read, which under REPEATABLE READ locks the gap where a missing
+// key would be; with inserts and deletes running concurrently those gap
+// locks deadlock almost every transaction. MAX() makes the result one row
+// even when the key has no tombstone, so no "no data" warning reaches the
+// client.
+func (g gen) readTomb(t tableModel, row, into string) string {
+	return fmt.Sprintf("SELECT MAX(tb.%s) INTO %s FROM %s AS tb WHERE %s;",
+		quoteIdent(g.v), into, t.tomb().quoted(), match("tb", row, t.pk))
+}
+
+// local is the condition under which a trigger acts: not in a sink
+// session (see ApplySessionVar).
+const local = "COALESCE(" + ApplySessionVar + ", 0) = 0"
+
+// triggers returns the triggers of t. Their bodies compute versions with
+// hlc.SQLNext, so they follow the same layout as the Go clock.
+func (g gen) triggers(t tableModel) []triggerDef {
+	v := quoteIdent(g.v)
+	l := g.label()
+	tomb := t.tomb().quoted()
+	pkCols := make([]string, len(t.pk))
+	oldPK := make([]string, len(t.pk))
+	samePK := make([]string, len(t.pk))
+	for i, c := range t.pk {
+		q := quoteIdent(c.Name)
+		pkCols[i] = q
+		oldPK[i] = "OLD." + q
+		samePK[i] = "OLD." + q + " <=> NEW." + q
+	}
+	tombInsert := fmt.Sprintf("INSERT INTO %s (%s, %s)", tomb, strings.Join(pkCols, ", "), v)
+	tombV := quoteIdent(TombTable(t.ref.Table)) + "." + v // the existing tombstone row in ON DUPLICATE KEY UPDATE
+
+	// BEFORE INSERT: after the key's tombstone, so a re-insert is causally
+	// after the delete. It must also be after the tombstone that REPLACE
+	// writes when it deletes an existing row with this key: REPLACE runs
+	// this trigger first, then the BEFORE DELETE trigger, then inserts, so
+	// the version is computed here as "next after next(existing row)".
+	bi := fmt.Sprintf(`%[1]s: BEGIN
+  DECLARE _tandem_tomb, _tandem_prev BIGINT UNSIGNED;
+  IF %[2]s THEN
+    %[3]s
+    SELECT MAX(%[4]s) INTO _tandem_prev FROM %[5]s AS r WHERE %[6]s;
+    SET NEW.%[7]s = %[8]s;
+  END IF;
+END %[1]s`, l, local, g.readTomb(t, "NEW", "_tandem_tomb"),
+		hlc.SQLNext(g.site, "r."+v, "_tandem_tomb"), t.ref.quoted(), match("r", "NEW", t.pk),
+		v, hlc.SQLNext(g.site, "_tandem_tomb", "_tandem_prev"))
+
+	// AFTER INSERT: the BEFORE INSERT trigger reads a snapshot. When a
+	// concurrent transaction rewrote the row after that snapshot and before
+	// a REPLACE deleted it, the delete's tombstone (written by this very
+	// statement, so visible here) is at or above the new row's version and
+	// every other site would drop the insert. Fail the statement instead of
+	// diverging silently; SQLSTATE 40001 tells clients to retry.
+	ai := fmt.Sprintf(`%[1]s: BEGIN
+  DECLARE _tandem_tomb BIGINT UNSIGNED;
+  IF %[2]s THEN
+    %[3]s
+    IF _tandem_tomb >= NEW.%[4]s THEN
+      SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'Tandem: a concurrent write to this key would move its version backwards; retry the statement';
+    END IF;
+  END IF;
+END %[1]s`, l, local, g.readTomb(t, "NEW", "_tandem_tomb"), v)
+
+	// BEFORE UPDATE: after the old version. A primary key change deletes
+	// the old key: the old key gets a tombstone with the new version, and
+	// the new version is also after both keys' tombstones.
+	bu := fmt.Sprintf(`%[1]s: BEGIN
+  DECLARE _tandem_old, _tandem_new BIGINT UNSIGNED;
+  IF %[2]s THEN
+    IF %[3]s THEN
+      SET NEW.%[4]s = %[5]s;
+    ELSE
+      %[6]s
+      %[7]s
+      SET NEW.%[4]s = %[8]s;
+      %[9]s VALUES (%[10]s, NEW.%[4]s)
+        ON DUPLICATE KEY UPDATE %[4]s = GREATEST(%[11]s, VALUES(%[4]s));
+    END IF;
+  END IF;
+END %[1]s`, l, local, strings.Join(samePK, " AND "), v,
+		hlc.SQLNext(g.site, "OLD."+v),
+		g.readTomb(t, "OLD", "_tandem_old"), g.readTomb(t, "NEW", "_tandem_new"),
+		hlc.SQLNext(g.site, "OLD."+v, "_tandem_old", "_tandem_new"),
+		tombInsert, strings.Join(oldPK, ", "), tombV)
+
+	// BEFORE DELETE: the tombstone precedes the row's delete in the binlog
+	// and its version is the delete's version. (An INSERT takes only an
+	// insert intention lock on the gap, which does not conflict with other
+	// inserts.)
+	bd := fmt.Sprintf(`%[1]s: BEGIN
+  IF %[2]s THEN
+    %[3]s VALUES (%[4]s, %[5]s)
+      ON DUPLICATE KEY UPDATE %[6]s = %[7]s;
+  END IF;
+END %[1]s`, l, local, tombInsert, strings.Join(oldPK, ", "),
+		hlc.SQLNext(g.site, "OLD."+v), v, hlc.SQLNext(g.site, "OLD."+v, tombV))
+
+	name := func(kind string) string { return TriggerName(kind, t.ref.Table) }
+	return []triggerDef{
+		{name(TriggerBeforeInsert), "BEFORE", "INSERT", bi},
+		{name(TriggerAfterInsert), "AFTER", "INSERT", ai},
+		{name(TriggerBeforeUpdate), "BEFORE", "UPDATE", bu},
+		{name(TriggerBeforeDelete), "BEFORE", "DELETE", bd},
+	}
+}
+
+// createTriggerSQL installs d on t, replacing a trigger of the same name.
+func (g gen) createTriggerSQL(t TableRef, d triggerDef) []string {
+	name := quoteIdent(t.Schema) + "." + quoteIdent(d.name)
+	head := fmt.Sprintf("TRIGGER %s %s %s ON %s FOR EACH ROW\n", name, d.timing, d.event, t.quoted())
+	if g.srv.mariaDB {
+		// One statement: the table never runs without the trigger.
+		return []string{"CREATE OR REPLACE " + head + d.body}
+	}
+	return []string{"DROP TRIGGER IF EXISTS " + name, "CREATE " + head + d.body}
+}
+
+// normalizeSQL collapses whitespace so that bodies compare equal however a
+// client re-indented them.
+func normalizeSQL(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,0 +1,885 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tandemdb/tandem/pkg/conflict"
+	"github.com/tandemdb/tandem/pkg/event"
+	"github.com/tandemdb/tandem/pkg/hlc"
+)
+
+// Conflict kinds in _tandem_conflicts.kind.
+const (
+	kindLost      = "lost"
+	kindUniqueKey = "unique_key"
+	kindHomeOnly  = "home_only_violation"
+)
+
+// dataError is a data-shaped failure of a statement (see isDataError): the
+// batch cannot be applied as collapsed, and Apply retries it one source
+// transaction at a time to find the culprit (or to succeed, when only the
+// collapsed order was at fault).
+type dataError struct {
+	m   *tableMeta
+	err error
+}
+
+func (e *dataError) Error() string { return fmt.Sprintf("%s: %v", e.m.name, e.err) }
+func (e *dataError) Unwrap() error { return e.err }
+
+// conflictRow is one row for _tandem_conflicts.
+type conflictRow struct {
+	m        *tableMeta
+	it       *item
+	kind     string
+	local    hlc.Timestamp
+	incoming hlc.Timestamp
+	detail   string
+}
+
+// applier writes plans inside one open target transaction.
+type applier struct {
+	s         *MySQL
+	tx        *sql.Tx
+	txns      []event.Txn // the batch's, indexed by item.txn
+	conflicts []conflictRow
+	// deleted and tombstones count rows deleted and tombstones written.
+	deleted, tombstones int
+
+	buf   []byte // statement being built
+	tup   []byte // one row's tuple, before it joins the statement
+	chunk int    // sequence number of the current multi-key read
+	raw   []sql.RawBytes
+	scan  []any
+}
+
+// stmtBudget is the size a multi-row statement is cut at; rowLimit the size
+// one row's statement may not exceed.
+func (a *applier) stmtBudget() int { return min(a.rowLimit(), 4<<20) }
+func (a *applier) rowLimit() int   { return int(a.s.maxPacket.Load()) - 4096 }
+
+// run applies a plan: read every row's version under lock, decide, delete,
+// upsert.
+func (a *applier) run(ctx context.Context, p *plan) error {
+	pol := a.s.cfg.Policy
+	homeOnly := pol.HomeSite != 0
+	for _, tp := range p.tables {
+		if err := a.lookup(ctx, tp, tp.items, readRows); err != nil {
+			return err
+		}
+	}
+	for _, tp := range p.tables {
+		// A row that exists beats its tombstone (writers only recreate a
+		// row with a winning version), so only missing rows need the
+		// tombstone read, except under a home-only policy, where a local
+		// non-home write may have recreated a row over a home tombstone.
+		var need []*item
+		for _, it := range tp.items {
+			if homeOnly || it.isDelete() && !it.present {
+				need = append(need, it)
+			}
+		}
+		if err := a.lookup(ctx, tp, need, readTombs); err != nil {
+			return err
+		}
+	}
+	for _, tp := range p.tables {
+		for _, it := range tp.items {
+			switch decide(pol, it) {
+			case conflict.Apply:
+				it.state = statePending
+			case conflict.Duplicate:
+				it.state = stateDuplicate
+			default:
+				current := pol.Max(it.rowV, it.tombV)
+				a.lose(tp.meta, it, current, "")
+			}
+		}
+	}
+	for _, tp := range p.phaseOrder(true) {
+		if err := a.deletes(ctx, tp); err != nil {
+			return err
+		}
+	}
+	for _, tp := range p.phaseOrder(false) {
+		if err := a.upserts(ctx, tp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lose records that it lost to the local version current.
+func (a *applier) lose(m *tableMeta, it *item, current hlc.Timestamp, detail string) {
+	it.state = stateConflict
+	kind := kindLost
+	if h := a.s.cfg.Policy.HomeSite; h != 0 && current.Site() == h && it.ch.Version.Site() != h && it.ch.Version > current {
+		// It would have won on its HLC: a write at a non-home site of a
+		// home-only tenant.
+		kind = kindHomeOnly
+	}
+	a.conflicts = append(a.conflicts, conflictRow{m: m, it: it, kind: kind, local: current, incoming: it.ch.Version, detail: detail})
+}
+
+// readMode says what lookup reads.
+type readMode uint8
+
+const (
+	readRows  readMode = iota // the row's version → present, rowV
+	readTombs                 // the tombstone's version → tombV
+	readAfter                 // the row's and the tombstone's, after an upsert
+)
+
+// lookup reads the versions of items under lock (FOR UPDATE), in multi-key
+// statements. Rows come back as text and are matched to items by their key
+// text; a row that matches no item (a collation that ignores case or
+// trailing spaces, a type the text form renders differently) sends the
+// chunk's unmatched items through one-key statements, which need no
+// matching.
+func (a *applier) lookup(ctx context.Context, tp *tablePlan, items []*item, mode readMode) error {
+	m := tp.meta
+	for len(items) > 0 {
+		a.chunk++
+		a.buf = a.selectHead(a.buf[:0], m, mode)
+		a.buf = a.appendInHead(a.buf, m, mode)
+		n := 0
+		for _, it := range items {
+			if n == a.s.cfg.MaxRowsPerStatement || n > 0 && len(a.buf) > a.stmtBudget() {
+				break
+			}
+			if n > 0 {
+				a.buf = append(a.buf, ',')
+			}
+			var err error
+			if a.buf, err = appendKeyTuple(a.buf, m, it); err != nil {
+				return a.permanent(m, it, err)
+			}
+			it.chunk = a.chunk
+			n++
+		}
+		a.buf = append(a.buf, ") FOR UPDATE"...)
+		chunk, rest := items[:n], items[n:]
+		items = rest
+		seen := map[*item]bool{}
+		unmatched := 0
+		err := a.query(ctx, m, string(a.buf), len(m.pk)+mode.extra(), func(raw []sql.RawBytes) error {
+			var key []byte
+			for _, r := range raw[:len(m.pk)] {
+				key = appendRawKeyPart(key, r)
+			}
+			it := tp.byKey[string(key)]
+			if it == nil || it.chunk != a.chunk || seen[it] {
+				unmatched++
+				return nil
+			}
+			seen[it] = true
+			return setVersions(it, raw[len(m.pk):], mode)
+		})
+		if err != nil {
+			return err
+		}
+		if unmatched == 0 {
+			continue
+		}
+		for _, it := range chunk {
+			if seen[it] {
+				continue
+			}
+			a.buf = a.selectHead(a.buf[:0], m, mode)
+			a.buf = append(a.buf, " WHERE "...)
+			var err error
+			if a.buf, err = appendKeyEq(a.buf, m, it, mode.alias()); err != nil {
+				return a.permanent(m, it, err)
+			}
+			a.buf = append(a.buf, " FOR UPDATE"...)
+			if err := a.query(ctx, m, string(a.buf), len(m.pk)+mode.extra(), func(raw []sql.RawBytes) error {
+				return setVersions(it, raw[len(m.pk):], mode)
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (mode readMode) extra() int {
+	if mode == readAfter {
+		return 2
+	}
+	return 1
+}
+
+func (mode readMode) alias() string {
+	if mode == readAfter {
+		return "r."
+	}
+	return ""
+}
+
+func (a *applier) selectHead(b []byte, m *tableMeta, mode readMode) []byte {
+	b = append(b, "SELECT "...)
+	switch mode {
+	case readAfter:
+		// The row is locked by this transaction's upsert; the join reads
+		// the tombstone with a lock too, so it waits for a concurrent
+		// delete that wrote one and is not yet committed.
+		for _, c := range m.pk {
+			b = append(b, "r."...)
+			b = appendQuotedIdent(b, c)
+			b = append(b, ',')
+		}
+		b = append(b, "r."...)
+		b = append(b, m.qVersion...)
+		b = append(b, ",b."...)
+		b = append(b, m.qVersion...)
+		b = append(b, " FROM "...)
+		b = append(b, m.qTable...)
+		b = append(b, " r LEFT JOIN "...)
+		b = append(b, m.qTomb...)
+		b = append(b, " b ON "...)
+		for i, c := range m.pk {
+			if i > 0 {
+				b = append(b, " AND "...)
+			}
+			b = append(b, "b."...)
+			b = appendQuotedIdent(b, c)
+			b = append(b, "=r."...)
+			b = appendQuotedIdent(b, c)
+		}
+		return b
+	default:
+		for _, c := range m.pk {
+			b = appendQuotedIdent(b, c)
+			b = append(b, ',')
+		}
+		b = append(b, m.qVersion...)
+		b = append(b, " FROM "...)
+		if mode == readTombs {
+			return append(b, m.qTomb...)
+		}
+		return append(b, m.qTable...)
+	}
+}
+
+// appendInHead appends " WHERE pk IN (" (a row constructor for a
+// composite key; MariaDB and MySQL use range access on the key for both).
+func (a *applier) appendInHead(b []byte, m *tableMeta, mode readMode) []byte {
+	b = append(b, " WHERE "...)
+	if len(m.pk) > 1 {
+		b = append(b, '(')
+	}
+	for i, c := range m.pk {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, mode.alias()...)
+		b = appendQuotedIdent(b, c)
+	}
+	if len(m.pk) > 1 {
+		b = append(b, ')')
+	}
+	return append(b, " IN ("...)
+}
+
+// appendKeyTuple appends it's key as a literal or row constructor.
+func appendKeyTuple(b []byte, m *tableMeta, it *item) ([]byte, error) {
+	if len(it.lay.pk) > 1 {
+		b = append(b, '(')
+	}
+	for i, src := range it.lay.pk {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendLiteral(b, it.ch.Row[src], colPlain); err != nil {
+			return b, fmt.Errorf("primary key column %s: %w", m.pk[i], err)
+		}
+	}
+	if len(it.lay.pk) > 1 {
+		b = append(b, ')')
+	}
+	return b, nil
+}
+
+// appendKeyEq appends "pk1 = v1 AND pk2 = v2".
+func appendKeyEq(b []byte, m *tableMeta, it *item, alias string) ([]byte, error) {
+	for i, src := range it.lay.pk {
+		if i > 0 {
+			b = append(b, " AND "...)
+		}
+		b = append(b, alias...)
+		b = appendQuotedIdent(b, m.pk[i])
+		b = append(b, " = "...)
+		var err error
+		if b, err = appendLiteral(b, it.ch.Row[src], colPlain); err != nil {
+			return b, fmt.Errorf("primary key column %s: %w", m.pk[i], err)
+		}
+	}
+	return b, nil
+}
+
+// setVersions stores the version columns of a row read by lookup.
+func setVersions(it *item, raw []sql.RawBytes, mode readMode) error {
+	v, err := parseVersion(raw[0])
+	if err != nil {
+		return err
+	}
+	switch mode {
+	case readRows:
+		it.present, it.rowV = true, v
+	case readTombs:
+		it.tombV = v
+	case readAfter:
+		it.present, it.rowV = true, v
+		if it.tombV, err = parseVersion(raw[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseVersion parses a BIGINT UNSIGNED in text form; NULL is 0.
+func parseVersion(b []byte) (hlc.Timestamp, error) {
+	if b == nil {
+		return 0, nil
+	}
+	var v uint64
+	for _, c := range b {
+		d := uint64(c - '0')
+		if c < '0' || c > '9' || v > (math.MaxUint64-d)/10 {
+			return 0, fmt.Errorf("sink: version column holds %q, not a BIGINT UNSIGNED", b)
+		}
+		v = v*10 + d
+	}
+	return hlc.Timestamp(v), nil
+}
+
+// deletes applies tp's winning deletes: the tombstone first, then the row.
+func (a *applier) deletes(ctx context.Context, tp *tablePlan) error {
+	m := tp.meta
+	var items []*item
+	for _, it := range tp.items {
+		if it.isDelete() && it.state == statePending {
+			items = append(items, it)
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	// The tombstone is written even when the row is missing, so that a
+	// late, older insert of the row loses.
+	head := []byte("INSERT INTO " + m.qTomb + " (")
+	for _, c := range m.pk {
+		head = appendQuotedIdent(head, c)
+		head = append(head, ',')
+	}
+	head = append(head, m.qVersion+") VALUES "...)
+	tail := " ON DUPLICATE KEY UPDATE " + m.qVersion + " = IF(" + m.wins("VALUES("+m.qVersion+")", m.qVersion) +
+		", VALUES(" + m.qVersion + "), " + m.qVersion + ")"
+	err := a.multiRow(ctx, m, items, head, tail, ",", func(b []byte, it *item) ([]byte, error) {
+		b = append(b, '(')
+		b, err := appendKeyTupleFlat(b, m, it)
+		if err != nil {
+			return b, err
+		}
+		b = append(b, ',')
+		b = strconv.AppendUint(b, uint64(it.ch.Version), 10)
+		return append(b, ')'), nil
+	}, nil)
+	if err != nil {
+		return err
+	}
+	// Then the rows whose version the delete beats. DELETE reads each key
+	// with a lock, so it also waits for, and then removes, a row that a
+	// concurrent transaction inserted after the lookup found none; that
+	// transaction's own post-upsert check sees this tombstone otherwise
+	// (see upserts).
+	head = []byte("DELETE FROM " + m.qTable + " WHERE ")
+	return a.multiRow(ctx, m, items, head, "", " OR ", func(b []byte, it *item) ([]byte, error) {
+		b = append(b, '(')
+		b, err := appendKeyEq(b, m, it, "")
+		if err != nil {
+			return b, err
+		}
+		b = append(b, " AND "...)
+		b = append(b, m.wins(strconv.FormatUint(uint64(it.ch.Version), 10), m.qVersion)...)
+		return append(b, ')'), nil
+	}, func(res sql.Result, chunk []*item) {
+		n, _ := res.RowsAffected()
+		a.deleted += int(n)
+		a.tombstones += len(chunk)
+		for _, it := range chunk {
+			it.state = stateApplied
+		}
+	})
+}
+
+// appendKeyTupleFlat appends the key values separated by commas.
+func appendKeyTupleFlat(b []byte, m *tableMeta, it *item) ([]byte, error) {
+	for i, src := range it.lay.pk {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendLiteral(b, it.ch.Row[src], colPlain); err != nil {
+			return b, fmt.Errorf("primary key column %s: %w", m.pk[i], err)
+		}
+	}
+	return b, nil
+}
+
+// rowFunc appends one row's part of a multi-row statement.
+type rowFunc func(b []byte, it *item) ([]byte, error)
+
+// multiRow writes items in statements head + row(it) + sep + … + tail, cut
+// at MaxRowsPerStatement rows and at the statement budget, and calls done
+// (when not nil) with each statement's result and items. A row too large
+// for max_allowed_packet on its own is a PermanentError of its transaction.
+func (a *applier) multiRow(ctx context.Context, m *tableMeta, items []*item, head []byte, tail, sep string,
+	row rowFunc, done func(sql.Result, []*item)) error {
+	for len(items) > 0 {
+		a.buf = append(a.buf[:0], head...)
+		n := 0
+		for _, it := range items {
+			if n == a.s.cfg.MaxRowsPerStatement {
+				break
+			}
+			var err error
+			if a.tup, err = row(a.tup[:0], it); err != nil {
+				return a.permanent(m, it, err)
+			}
+			if len(head)+len(a.tup)+len(tail) > a.rowLimit() {
+				return a.permanent(m, it, fmt.Errorf("the row's statement is %d bytes, more than the target's max_allowed_packet (%d) allows",
+					len(head)+len(a.tup)+len(tail), a.s.maxPacket.Load()))
+			}
+			if n > 0 && len(a.buf)+len(sep)+len(a.tup)+len(tail) > a.stmtBudget() {
+				break
+			}
+			if n > 0 {
+				a.buf = append(a.buf, sep...)
+			}
+			a.buf = append(a.buf, a.tup...)
+			n++
+		}
+		a.buf = append(a.buf, tail...)
+		chunk := items[:n]
+		items = items[n:]
+		res, err := a.exec(ctx, m, string(a.buf))
+		if err != nil {
+			return err
+		}
+		if done != nil {
+			done(res, chunk)
+		}
+	}
+	return nil
+}
+
+// upserts applies tp's winning inserts and updates.
+func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
+	m := tp.meta
+	// One statement shape per source column list; several only when the
+	// source table was altered within the batch.
+	var layouts []*layout
+	groups := map[*layout][]*item{}
+	for _, it := range tp.items {
+		if it.isDelete() || it.state != statePending {
+			continue
+		}
+		if groups[it.lay] == nil {
+			layouts = append(layouts, it.lay)
+		}
+		groups[it.lay] = append(groups[it.lay], it)
+	}
+	var fresh []*item // rows that were missing: their tombstones are checked after the write
+	for _, lay := range layouts {
+		items := groups[lay]
+		if !m.unique {
+			// INSERT … ON DUPLICATE KEY UPDATE with the compare-and-set on
+			// every column: one statement for new and existing rows.
+			if err := a.multiRow(ctx, m, items, []byte(lay.insertHead), lay.odku, ",", a.tupleFunc(m), a.markApplied); err != nil {
+				return err
+			}
+		} else if err := a.upsertsUnique(ctx, m, lay, items); err != nil {
+			return err
+		}
+		for _, it := range items {
+			if !it.present && it.state == stateApplied {
+				fresh = append(fresh, it)
+			}
+		}
+	}
+	return a.checkFresh(ctx, tp, fresh)
+}
+
+func (a *applier) markApplied(_ sql.Result, chunk []*item) {
+	for _, it := range chunk {
+		it.state = stateApplied
+	}
+}
+
+// tupleFunc returns the rowFunc writing "(v1,v2,…,version)".
+func (a *applier) tupleFunc(m *tableMeta) rowFunc {
+	return func(b []byte, it *item) ([]byte, error) {
+		b = append(b, '(')
+		for i, src := range it.lay.write {
+			var err error
+			if b, err = appendLiteral(b, it.ch.Row[src], it.lay.kinds[i]); err != nil {
+				return b, fmt.Errorf("column %s: %w", it.ch.Columns[src], err)
+			}
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(it.ch.Version), 10)
+		return append(b, ')'), nil
+	}
+}
+
+// upsertsUnique applies upserts to a table with a unique secondary key.
+// INSERT … ON DUPLICATE KEY UPDATE can update the row that holds the
+// secondary key instead of the one with the incoming primary key, so new
+// rows take a plain INSERT. Existing rows (locked since the lookup) still
+// take the upsert: InnoDB checks the primary key first, so the duplicate it
+// reports, and the row it updates, is the right one. When a multi-row
+// statement fails on a duplicate key, its rows are retried one by one; a
+// row that still breaks a unique secondary key is logged as a 'unique_key'
+// conflict and skipped. A failed statement is rolled back as a whole by
+// the server (statement atomicity), so a skipped row is never half
+// applied, and the transaction goes on without a savepoint round trip.
+func (a *applier) upsertsUnique(ctx context.Context, m *tableMeta, lay *layout, items []*item) error {
+	var existing, missing []*item
+	for _, it := range items {
+		if it.present {
+			existing = append(existing, it)
+		} else {
+			missing = append(missing, it)
+		}
+	}
+	tuple := a.tupleFunc(m)
+	for _, part := range []struct {
+		items []*item
+		tail  string
+	}{{existing, lay.odku}, {missing, ""}} {
+		err := a.multiRow(ctx, m, part.items, []byte(lay.insertHead), part.tail, ",", tuple, a.markApplied)
+		if sqlErrorNumber(err) != erDupEntry {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		// Statements before the failing one applied their rows; go on row
+		// by row with those that are still pending.
+		for _, it := range part.items {
+			if it.state != statePending {
+				continue
+			}
+			if err := a.upsertOne(ctx, m, lay, it); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// upsertOne writes one row of a table with a unique secondary key.
+func (a *applier) upsertOne(ctx context.Context, m *tableMeta, lay *layout, it *item) error {
+	var err error
+	a.buf = a.buf[:0]
+	if it.present {
+		a.buf = append(a.buf, "UPDATE "...)
+		a.buf = append(a.buf, m.qTable...)
+		a.buf = append(a.buf, " SET "...)
+		for i, src := range lay.write {
+			a.buf = append(a.buf, lay.qcols[i]...)
+			a.buf = append(a.buf, " = "...)
+			if a.buf, err = appendLiteral(a.buf, it.ch.Row[src], lay.kinds[i]); err != nil {
+				return a.permanent(m, it, fmt.Errorf("column %s: %w", it.ch.Columns[src], err))
+			}
+			a.buf = append(a.buf, ", "...)
+		}
+		version := strconv.FormatUint(uint64(it.ch.Version), 10)
+		a.buf = append(a.buf, m.qVersion+" = "+version+" WHERE "...)
+		if a.buf, err = appendKeyEq(a.buf, m, it, ""); err != nil {
+			return a.permanent(m, it, err)
+		}
+		a.buf = append(a.buf, " AND "...)
+		a.buf = append(a.buf, m.wins(version, m.qVersion)...)
+	} else {
+		a.buf = append(a.buf, lay.insertHead...)
+		if a.buf, err = a.tupleFunc(m)(a.buf, it); err != nil {
+			return a.permanent(m, it, err)
+		}
+	}
+	if len(a.buf) > a.rowLimit() {
+		return a.permanent(m, it, fmt.Errorf("the row's statement is %d bytes, more than the target's max_allowed_packet (%d) allows",
+			len(a.buf), a.s.maxPacket.Load()))
+	}
+	_, err = a.exec(ctx, m, string(a.buf))
+	if sqlErrorNumber(err) != erDupEntry {
+		if err == nil {
+			it.state = stateApplied
+		}
+		return err
+	}
+	var me *mysql.MySQLError
+	errors.As(err, &me)
+	if !it.present && isPrimaryDup(me.Message) {
+		// The lookup found no row and took no lock on the gap (READ
+		// COMMITTED): another transaction inserted it since. A retry reads
+		// it and decides again.
+		return &transientError{err: fmt.Errorf("sink: insert into %s: %w: %v", m.name, errConcurrentWriter, err)}
+	}
+	current := it.rowV
+	if !it.present {
+		current = it.tombV
+	}
+	a.lose(m, it, current, "")
+	a.conflicts[len(a.conflicts)-1].kind = kindUniqueKey
+	a.conflicts[len(a.conflicts)-1].detail = me.Message
+	return nil
+}
+
+// isPrimaryDup reports whether a duplicate-entry message is about the
+// primary key ("… for key 'PRIMARY'", MySQL 8: "… for key 't.PRIMARY'").
+func isPrimaryDup(msg string) bool {
+	return strings.HasSuffix(msg, "PRIMARY'")
+}
+
+// checkFresh closes the one race READ COMMITTED leaves open. The lookup of
+// a missing row takes no lock (there is no record to lock, and gap locks
+// would make every pair of partitions appending to one table deadlock), so
+// a concurrent delete may write a newer tombstone for the key after the
+// lookup. Each side writes first and then reads the other's record with a
+// lock: the upsert reads the tombstone here, the delete reads the row in its
+// DELETE. Whichever reads second sees the other's write (waiting for its
+// commit if need be), so the newer version always wins. Here the row is
+// locked by this transaction's write; a tombstone that beats the incoming
+// version turns the write into a lost one and removes it.
+func (a *applier) checkFresh(ctx context.Context, tp *tablePlan, fresh []*item) error {
+	if len(fresh) == 0 {
+		return nil
+	}
+	m := tp.meta
+	for _, it := range fresh {
+		it.present = false
+	}
+	if err := a.lookup(ctx, tp, fresh, readAfter); err != nil {
+		return err
+	}
+	pol := a.s.cfg.Policy
+	var undo []*item
+	for _, it := range fresh {
+		if !it.present {
+			return fmt.Errorf("sink: row %s of %s is missing right after this transaction wrote it", it.key, m.name)
+		}
+		ours := it.rowV == it.ch.Version
+		var other hlc.Timestamp
+		if !ours {
+			other = it.rowV // a concurrent writer's version beat ours in the upsert's compare-and-set
+		}
+		current := pol.Max(other, it.tombV)
+		if current == 0 {
+			continue
+		}
+		switch pol.Resolve(current, it.ch.Version) {
+		case conflict.Apply:
+			continue
+		case conflict.Duplicate:
+			it.state = stateDuplicate
+		default:
+			a.lose(m, it, current, "")
+		}
+		if ours {
+			undo = append(undo, it)
+		}
+	}
+	if len(undo) == 0 {
+		return nil
+	}
+	head := []byte("DELETE FROM " + m.qTable + " WHERE ")
+	return a.multiRow(ctx, m, undo, head, "", " OR ", func(b []byte, it *item) ([]byte, error) {
+		b = append(b, '(')
+		b, err := appendKeyEq(b, m, it, "")
+		if err != nil {
+			return b, err
+		}
+		b = append(b, " AND "+m.qVersion+" = "...)
+		b = strconv.AppendUint(b, uint64(it.ch.Version), 10)
+		return append(b, ')'), nil
+	}, nil)
+}
+
+// exec runs a data statement on m. A data-shaped error comes back as
+// *dataError.
+var Timing = map[string]time.Duration{}
+var TimingMu sync.Mutex
+
+func track(q string, start time.Time) {
+	k := q[:12]
+	TimingMu.Lock()
+	Timing[k] += time.Since(start)
+	TimingMu.Unlock()
+}
+
+func (a *applier) exec(ctx context.Context, m *tableMeta, q string) (sql.Result, error) {
+	defer track(q, time.Now())
+	res, err := a.tx.ExecContext(ctx, q)
+	if err != nil {
+		return nil, a.stmtError(m, err)
+	}
+	return res, nil
+}
+
+// query runs a data query on m and calls fn with each row's columns (valid
+// only during the call).
+func (a *applier) query(ctx context.Context, m *tableMeta, q string, ncols int, fn func([]sql.RawBytes) error) error {
+	defer track(q+"          "+strconv.Itoa(ncols), time.Now())
+	rows, err := a.tx.QueryContext(ctx, q)
+	if err != nil {
+		return a.stmtError(m, err)
+	}
+	defer rows.Close()
+	if cap(a.raw) < ncols {
+		a.raw = make([]sql.RawBytes, ncols)
+		a.scan = make([]any, ncols)
+	}
+	raw, scan := a.raw[:ncols], a.scan[:ncols]
+	for i := range raw {
+		scan[i] = &raw[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(scan...); err != nil {
+			return fmt.Errorf("sink: read %s: %w", m.name, err)
+		}
+		if err := fn(raw); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return a.stmtError(m, err)
+	}
+	return nil
+}
+
+func (a *applier) stmtError(m *tableMeta, err error) error {
+	if n := sqlErrorNumber(err); n != 0 && isDataError(n) {
+		return &dataError{m: m, err: err}
+	}
+	return fmt.Errorf("sink: apply to %s: %w", m.name, err)
+}
+
+// permanent reports that it's transaction can never be applied.
+func (a *applier) permanent(m *tableMeta, it *item, err error) error {
+	return &PermanentError{TxnIndex: it.txn, Table: m.name, Err: err}
+}
+
+// writeConflicts inserts the conflict rows collected so far.
+func (a *applier) writeConflicts(ctx context.Context, table string) error {
+	for len(a.conflicts) > 0 {
+		n := min(len(a.conflicts), a.s.cfg.MaxRowsPerStatement)
+		a.buf = append(a.buf[:0], "INSERT INTO "+table+
+			" (schema_name, table_name, pk_json, kind, local_version, incoming_version, local_site, incoming_site, origin_gtid, tenant, detail) VALUES "...)
+		for i, c := range a.conflicts[:n] {
+			if i > 0 {
+				a.buf = append(a.buf, ',')
+			}
+			txn := &a.txns[c.it.txn]
+			a.buf = append(a.buf, '(')
+			a.buf = appendTextString(a.buf, c.m.schema)
+			a.buf = append(a.buf, ',')
+			a.buf = appendTextString(a.buf, c.m.table)
+			a.buf = append(a.buf, ',')
+			a.buf = appendTextString(a.buf, keyJSON(c.it))
+			a.buf = append(a.buf, ',')
+			a.buf = appendTextString(a.buf, c.kind)
+			a.buf = append(a.buf, ',')
+			a.buf = strconv.AppendUint(a.buf, uint64(c.local), 10)
+			a.buf = append(a.buf, ',')
+			a.buf = strconv.AppendUint(a.buf, uint64(c.incoming), 10)
+			a.buf = append(a.buf, ',')
+			a.buf = strconv.AppendUint(a.buf, uint64(c.local.Site()), 10)
+			a.buf = append(a.buf, ',')
+			a.buf = strconv.AppendUint(a.buf, uint64(c.incoming.Site()), 10)
+			a.buf = append(a.buf, ',')
+			a.buf = appendTextString(a.buf, truncateUTF8(txn.GTID, 255))
+			a.buf = append(a.buf, ',')
+			a.buf = appendTextString(a.buf, truncateUTF8(txn.Tenant, 255))
+			a.buf = append(a.buf, ',')
+			if c.detail == "" {
+				a.buf = append(a.buf, "NULL"...)
+			} else {
+				a.buf = appendTextString(a.buf, truncateUTF8(c.detail, 16000))
+			}
+			a.buf = append(a.buf, ')')
+		}
+		if _, err := a.tx.ExecContext(ctx, string(a.buf)); err != nil {
+			return bookkeepingError("log conflicts in", table, err)
+		}
+		a.conflicts = a.conflicts[n:]
+	}
+	return nil
+}
+
+// keyJSON renders it's primary key as a JSON array of the values as text
+// (binary values as 0x-prefixed hex).
+func keyJSON(it *item) string {
+	vals := make([]string, len(it.lay.pk))
+	for i, src := range it.lay.pk {
+		v := it.ch.Row[src]
+		switch v.Kind {
+		case event.KindInt:
+			vals[i] = strconv.FormatInt(v.Int, 10)
+		case event.KindUint, event.KindBit:
+			vals[i] = strconv.FormatUint(v.Uint, 10)
+		case event.KindFloat32:
+			vals[i] = strconv.FormatFloat(v.Float, 'g', -1, 32)
+		case event.KindFloat64:
+			vals[i] = strconv.FormatFloat(v.Float, 'g', -1, 64)
+		case event.KindBytes:
+			vals[i] = "0x" + hex.EncodeToString(v.Bytes)
+		case event.KindNull:
+			vals[i] = "NULL"
+		default:
+			vals[i] = string(v.Bytes)
+		}
+	}
+	b, _ := json.Marshal(vals) // strings never fail; invalid UTF-8 becomes U+FFFD
+	return string(b)
+}
+
+// truncateUTF8 cuts s to at most n bytes at a character boundary.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// bookkeepingError wraps a failed statement on one of the sink's own
+// tables. A missing table is a setup step not yet done, and the retry after
+// it succeeds; so is any other failure there, which is never about the
+// data.
+func bookkeepingError(what, table string, err error) error {
+	if sqlErrorNumber(err) == erNoSuchTable {
+		err = fmt.Errorf("%w (run `replicator schema prepare`)", err)
+	}
+	err = fmt.Errorf("sink: %s %s: %w", what, table, err)
+	if sqlErrorNumber(err) != 0 {
+		return &transientError{err: err}
+	}
+	return err
+}

@@ -1,0 +1,94 @@
+package sink
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tandemdb/tandem/pkg/schema"
+)
+
+// TestOffsetsRowIsFirstRowEvent checks the loop-prevention invariant in the
+// server's own binary log: in every transaction the sink commits, the first
+// row event is on _tandem_offsets, whatever else the transaction writes
+// (rows, tombstones, conflicts, parked messages, the watermark).
+func TestOffsetsRowIsFirstRowEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable, usersTable)
+	var file string
+	var pos int64
+	var ignore any
+	row := f.db.QueryRow("SHOW MASTER STATUS")
+	if err := row.Scan(&file, &pos, &ignore, &ignore); err != nil {
+		t.Fatalf("SHOW MASTER STATUS: %v", err)
+	}
+
+	vs := newVersions()
+	v1, v2 := vs.next(2), vs.next(2)
+	f.apply(t, f.batch(txn(f.kv(ins, 1, "a", v2), f.kv(ins, 2, "b", v2), f.user(ins, 1, "a@x", "a", v1))))
+	b := f.batch(
+		txn(f.kv(del, 1, "", vs.next(2))),            // tombstone + delete
+		txn(f.kv(upd, 2, "old", v1)),                 // a lost compare: conflict row
+		txn(f.user(ins, 2, "a@x", "dup", v2)),        // unique key conflict
+		txn(f.kv(ins, 3, "c", vs.next(2))),           // plain insert
+		txn(f.user(upd, 1, "a@x", "a2", vs.next(2))), // upsert of an existing row
+	)
+	b.Parked = []Parked{{Offset: b.NextOffset, Reason: "decode", Err: "x"}}
+	b.NextOffset++
+	f.next = b.NextOffset
+	res := f.apply(t, b)
+	if res.Conflicts != 2 || res.Tombstones != 1 {
+		t.Fatalf("Result %+v", res)
+	}
+
+	rows, err := f.db.Query("SHOW BINLOG EVENTS IN '" + file + "' FROM " + strconv.FormatInt(pos, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	offsets := f.meta + "." + schema.Offsets
+	var (
+		tables []string // table maps of the current transaction, in order
+		seen   int
+	)
+	check := func() {
+		mine := false
+		for _, tb := range tables {
+			mine = mine || strings.HasPrefix(tb, f.data+".") || strings.HasPrefix(tb, f.meta+".")
+		}
+		if !mine {
+			return
+		}
+		seen++
+		if tables[0] != offsets {
+			t.Errorf("a sink transaction's first row event is on %s, want %s (table maps: %v)", tables[0], offsets, tables)
+		}
+	}
+	for rows.Next() {
+		var logName, eventType, info string
+		var p, serverID, end int64
+		if err := rows.Scan(&logName, &p, &eventType, &serverID, &end, &info); err != nil {
+			t.Fatal(err)
+		}
+		switch eventType {
+		case "Gtid":
+			tables = nil
+		case "Table_map":
+			// "table_id: 42 (schema.table)"
+			if i := strings.LastIndexByte(info, '('); i >= 0 {
+				tables = append(tables, strings.TrimSuffix(info[i+1:], ")"))
+			}
+		case "Xid":
+			if len(tables) > 0 {
+				check()
+			}
+			tables = nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 2 {
+		t.Errorf("found %d sink transactions in the binlog, want 2", seen)
+	}
+}

@@ -1,0 +1,487 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemdb/tandem/pkg/hlc"
+	"github.com/tandemdb/tandem/pkg/schema"
+)
+
+// sessionSQL configures a sink connection once, when it is opened:
+//
+//   - READ COMMITTED: the lookups lock the rows they find and no gaps, so
+//     sinks applying partitions in parallel do not deadlock on the gap
+//     locks of new keys (see checkFresh for the race this leaves and how it
+//     is closed). It needs binlog_format=ROW, which Tandem requires anyway.
+//   - utf8mb4 and an sql_mode the sink controls: the literals it writes
+//     rely on both (see literal.go). STRICT_ALL_TABLES makes a value the
+//     target cannot hold an error (the transaction is parked) instead of a
+//     silently truncated row that would differ between sites;
+//     NO_AUTO_VALUE_ON_ZERO stores an AUTO_INCREMENT value 0 as 0.
+//   - time_zone +00:00: TIMESTAMP values travel as UTC text.
+//   - schema.ApplySessionVar = 1: the triggers leave versions and
+//     tombstones to the sink.
+var sessionSQL = []string{
+	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+	"SET NAMES utf8mb4, SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
+		"SESSION time_zone = '+00:00', " + schema.ApplySessionVar + " = 1",
+}
+
+// MySQL applies batches to a MariaDB or MySQL server with compare-and-set
+// on row versions and exactly-once offsets. It is safe for concurrent use:
+// partitions apply in parallel, each Apply in its own transaction.
+//
+// It keeps its own connections, taken from db and configured once (see
+// sessionSQL); they never go back to db's pool, so the session settings
+// cannot leak into other users of db.
+type MySQL struct {
+	db    *sql.DB
+	cfg   Config
+	log   *zap.Logger
+	clock *hlc.Clock
+	meta  *metaCache
+
+	qOffsets, qConflicts, qParked, qWatermarks string
+
+	maxPacket atomic.Int64 // the server's max_allowed_packet
+
+	mu     sync.Mutex
+	idle   []*sql.Conn
+	closed bool
+}
+
+// maxIdleConns bounds the configured connections kept between batches.
+const maxIdleConns = 64
+
+// NewMySQL returns a sink writing to db. The bookkeeping tables, version
+// columns, triggers and tombstone tables must exist (`replicator schema
+// prepare`); a missing one fails the batches that need it.
+func NewMySQL(db *sql.DB, cfg Config, log *zap.Logger, clock *hlc.Clock) (*MySQL, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case db == nil:
+		return nil, errors.New("sink: nil *sql.DB")
+	case log == nil:
+		return nil, errors.New("sink: nil logger")
+	case clock == nil:
+		return nil, errors.New("sink: nil clock")
+	}
+	meta := quoteIdent(cfg.MetaSchema) + "."
+	s := &MySQL{
+		db:          db,
+		cfg:         cfg,
+		log:         log,
+		clock:       clock,
+		meta:        newMetaCache(db, cfg.VersionColumn, winsSQL(cfg.Policy)),
+		qOffsets:    meta + quoteIdent(schema.Offsets),
+		qConflicts:  meta + quoteIdent(schema.Conflicts),
+		qParked:     meta + quoteIdent(schema.Parked),
+		qWatermarks: meta + quoteIdent(schema.Watermarks),
+	}
+	s.maxPacket.Store(16 << 20)
+	return s, nil
+}
+
+// Close releases the sink's connections. It does not close db.
+func (s *MySQL) Close() error {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle, s.closed = nil, true
+	s.mu.Unlock()
+	for _, c := range idle {
+		discard(c)
+	}
+	return nil
+}
+
+// Offsets returns the stored next offset of every partition of topic, for
+// the consumer to seek to at start.
+func (s *MySQL) Offsets(ctx context.Context, topic string) (map[int]int64, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT part, next_offset FROM "+s.qOffsets+" WHERE topic = ?", topic)
+	if err != nil {
+		return nil, bookkeepingError("read offsets from", s.qOffsets, err)
+	}
+	defer rows.Close()
+	out := map[int]int64{}
+	for rows.Next() {
+		var part int
+		var next int64
+		if err := rows.Scan(&part, &next); err != nil {
+			return nil, fmt.Errorf("sink: read offsets from %s: %w", s.qOffsets, err)
+		}
+		out[part] = next
+	}
+	if err := rows.Err(); err != nil {
+		return nil, bookkeepingError("read offsets from", s.qOffsets, err)
+	}
+	return out, nil
+}
+
+// Apply applies b in one target transaction:
+//
+//  1. lock the partition's offsets row; refuse an older epoch (ErrFenced)
+//     and a batch already applied (Result.AlreadyApplied);
+//  2. write the offsets row, as the transaction's FIRST row change;
+//  3. apply the data with compare-and-set on versions, logging conflicts;
+//  4. store the parked messages and raise the origin's watermark;
+//  5. commit, then feed every incoming version to the local clock.
+//
+// A data-shaped failure of the collapsed batch makes Apply try again one
+// source transaction at a time, which either applies the batch (the failure
+// came from collapsing, e.g. a foreign key order) or names the transaction
+// at fault in a *PermanentError. Deadlocks, lock wait timeouts and lost
+// connections are returned as they are: IsRetryable says to retry the
+// whole batch, which is safe because nothing was committed.
+func (s *MySQL) Apply(ctx context.Context, b Batch) (Result, error) {
+	if err := checkBatch(b); err != nil {
+		return Result{}, err
+	}
+	res, err := s.applyOnce(ctx, b, false)
+	var de *dataError
+	if errors.As(err, &de) {
+		s.meta.invalidate(de.m.schema, de.m.table)
+		s.log.Debug("collapsed batch failed on the data; applying it one transaction at a time",
+			zap.String("topic", b.Topic), zap.Int("partition", b.Partition), zap.Int64("first_offset", b.FirstOffset), zap.Error(err))
+		res, err = s.applyOnce(ctx, b, true)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if !res.AlreadyApplied {
+		s.observe(b, &res)
+	}
+	return res, nil
+}
+
+func checkBatch(b Batch) error {
+	switch {
+	case b.Topic == "":
+		return fmt.Errorf("sink: %w: empty topic", errInvalidBatch)
+	case b.Partition < 0:
+		return fmt.Errorf("sink: %w: partition %d is negative", errInvalidBatch, b.Partition)
+	case b.FirstOffset < 0 || b.NextOffset <= b.FirstOffset:
+		return fmt.Errorf("sink: %w: offsets [%d, %d) are not a range of messages", errInvalidBatch, b.FirstOffset, b.NextOffset)
+	case b.Origin == 0:
+		return fmt.Errorf("sink: %w: origin site 0 is reserved; use 1..255", errInvalidBatch)
+	}
+	return nil
+}
+
+// applyOnce runs one attempt in one transaction; oneByOne applies the
+// source transactions one at a time instead of collapsed.
+func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Result, err error) {
+	conn, tx, err := s.begin(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	committed := false
+	defer func() {
+		healthy := committed
+		if !committed {
+			// After a server-side error the connection is fine to reuse
+			// once the rollback went through.
+			healthy = tx.Rollback() == nil && (err == nil || sqlErrorNumber(err) != 0 || isOwnError(err))
+		}
+		s.release(conn, healthy)
+	}()
+
+	already, err := s.claimOffsets(ctx, tx, b)
+	if err != nil || already {
+		return Result{AlreadyApplied: already}, err
+	}
+
+	a := &applier{s: s, tx: tx, txns: b.Txns}
+	if !oneByOne {
+		p, err := s.buildPlan(ctx, b.Txns, 0)
+		if err != nil {
+			return Result{}, err
+		}
+		if err := a.run(ctx, p); err != nil {
+			return Result{}, err
+		}
+		res.tally(p)
+	} else {
+		for i := range b.Txns {
+			p, err := s.buildPlan(ctx, b.Txns[i:i+1], i)
+			if err == nil {
+				err = a.run(ctx, p)
+			}
+			var de *dataError
+			if errors.As(err, &de) {
+				return Result{}, &PermanentError{TxnIndex: i, Table: de.m.name, Err: de.err}
+			}
+			if err != nil {
+				return Result{}, err
+			}
+			res.tally(p)
+		}
+	}
+	res.Deletes, res.Tombstones = a.deleted, a.tombstones
+	if err := a.writeConflicts(ctx, s.qConflicts); err != nil {
+		return Result{}, err
+	}
+	if err := s.writeParked(ctx, tx, a, b); err != nil {
+		return Result{}, err
+	}
+	for i := range b.Txns {
+		res.MaxStamp = max(res.MaxStamp, b.Txns[i].Stamp)
+	}
+	if res.MaxStamp != 0 {
+		q := "INSERT INTO " + s.qWatermarks + " (origin, applied_hlc, updated_at) VALUES (" +
+			strconv.Itoa(int(b.Origin)) + "," + strconv.FormatUint(uint64(res.MaxStamp), 10) + ",NOW(6))" +
+			" ON DUPLICATE KEY UPDATE applied_hlc = GREATEST(applied_hlc, VALUES(applied_hlc)), updated_at = VALUES(updated_at)"
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return Result{}, bookkeepingError("raise the watermark in", s.qWatermarks, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("sink: commit batch %s/%d [%d, %d): %w", b.Topic, b.Partition, b.FirstOffset, b.NextOffset, err)
+	}
+	committed = true
+	return res, nil
+}
+
+// isOwnError reports errors raised by the sink itself rather than by the
+// connection: the transaction and connection are intact.
+func isOwnError(err error) bool {
+	var pe *PermanentError
+	return errors.As(err, &pe) || errors.Is(err, ErrFenced)
+}
+
+// tally adds the outcome of p's items.
+func (r *Result) tally(p *plan) {
+	r.Rows += p.rows
+	r.Superseded += p.superseded
+	r.Duplicates += p.replays
+	for _, tp := range p.tables {
+		for _, it := range tp.items {
+			switch it.state {
+			case stateApplied:
+				r.Applied++
+			case stateDuplicate:
+				r.Duplicates++
+			case stateConflict:
+				r.Conflicts++
+			}
+		}
+	}
+}
+
+// claimOffsets locks the partition's offsets row and checks fencing and
+// replay; then it writes the row. already reports a replayed batch.
+//
+// INVARIANT: the offsets write is the first row change of every apply
+// transaction. The local binlog reader drops every transaction whose first
+// row event touches _tandem_offsets: that is how a change applied by a sink
+// is never published again (no echo). Nothing may write a row before it.
+func (s *MySQL) claimOffsets(ctx context.Context, tx *sql.Tx, b Batch) (already bool, err error) {
+	where := make([]byte, 0, 64)
+	where = append(where, " WHERE topic = "...)
+	where = appendTextString(where, b.Topic)
+	where = append(where, " AND part = "...)
+	where = strconv.AppendInt(where, int64(b.Partition), 10)
+	var (
+		next  int64
+		epoch uint64
+		found = true
+	)
+	err = tx.QueryRowContext(ctx, "SELECT next_offset, epoch FROM "+s.qOffsets+string(where)+" FOR UPDATE").Scan(&next, &epoch)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		found = false
+	case err != nil:
+		return false, bookkeepingError("lock the offsets row in", s.qOffsets, err)
+	case epoch > b.Epoch:
+		return false, fmt.Errorf("%w: %s/%d is held by epoch %d, this replicator has %d", ErrFenced, b.Topic, b.Partition, epoch, b.Epoch)
+	case next >= b.NextOffset:
+		return true, nil
+	}
+	q := make([]byte, 0, 256)
+	q = append(q, "INSERT INTO "...)
+	q = append(q, s.qOffsets...)
+	q = append(q, " (topic, part, next_offset, origin, epoch, updated_at) VALUES ("...)
+	q = appendTextString(q, b.Topic)
+	q = append(q, ',')
+	q = strconv.AppendInt(q, int64(b.Partition), 10)
+	q = append(q, ',')
+	q = strconv.AppendInt(q, b.NextOffset, 10)
+	q = append(q, ',')
+	q = strconv.AppendUint(q, uint64(b.Origin), 10)
+	q = append(q, ',')
+	q = strconv.AppendUint(q, b.Epoch, 10)
+	q = append(q, ",NOW(6))"...)
+	if found {
+		// The row is locked by the SELECT above.
+		q = append(q, " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), epoch = VALUES(epoch),"+
+			" origin = VALUES(origin), updated_at = VALUES(updated_at)"...)
+	}
+	// A missing row was not locked (no gap locks under READ COMMITTED): a
+	// plain INSERT fails if another replicator created it meanwhile, and
+	// the retry checks its epoch, where an upsert would overwrite it.
+	if _, err := tx.ExecContext(ctx, string(q)); err != nil {
+		if !found && sqlErrorNumber(err) == erDupEntry {
+			return false, &transientError{err: fmt.Errorf("sink: create offsets row of %s/%d: %w", b.Topic, b.Partition, errConcurrentWriter)}
+		}
+		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
+	}
+	return false, nil
+}
+
+// writeParked stores b's parked messages, once per (topic, partition,
+// offset): a replay of an overlapping batch does not duplicate them.
+func (s *MySQL) writeParked(ctx context.Context, tx *sql.Tx, a *applier, b Batch) error {
+	for _, p := range b.Parked {
+		q := a.buf[:0]
+		q = append(q, "INSERT INTO "...)
+		q = append(q, s.qParked...)
+		q = append(q, " (topic, part, msg_offset, tenant, reason, error, payload) VALUES ("...)
+		q = appendTextString(q, b.Topic)
+		q = append(q, ',')
+		q = strconv.AppendInt(q, int64(b.Partition), 10)
+		q = append(q, ',')
+		q = strconv.AppendInt(q, p.Offset, 10)
+		q = append(q, ',')
+		q = appendTextString(q, truncateUTF8(p.Tenant, 255))
+		q = append(q, ',')
+		q = appendTextString(q, truncateUTF8(p.Reason, 64))
+		q = append(q, ',')
+		q = appendTextString(q, truncateUTF8(p.Err, 16000))
+		q = append(q, ',')
+		q = appendBinaryString(q, p.Payload)
+		// The unique key (topic, part, msg_offset) makes a replay a no-op;
+		// unlike INSERT IGNORE this still fails on anything else.
+		q = append(q, ") ON DUPLICATE KEY UPDATE id = id"...)
+		a.buf = q
+		if _, err := tx.ExecContext(ctx, string(q)); err != nil {
+			return bookkeepingError("park a message in", s.qParked, err)
+		}
+	}
+	return nil
+}
+
+// observe feeds the batch's versions and stamps to the local clock, so that
+// local writes after it are causally after what was applied. A version too
+// far ahead is refused by the clock and counted; the data was applied
+// anyway, since skew does not change which version wins.
+func (s *MySQL) observe(b Batch, res *Result) {
+	var first error
+	var firstRemote hlc.Timestamp
+	update := func(ts hlc.Timestamp) {
+		if ts == 0 {
+			return
+		}
+		err := s.clock.Update(ts)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, hlc.ErrClockOffset) {
+			res.Skewed++
+		}
+		if first == nil {
+			first, firstRemote = err, ts
+		}
+	}
+	for i := range b.Txns {
+		t := &b.Txns[i]
+		update(t.Stamp)
+		for j := range t.Changes {
+			update(t.Changes[j].Version)
+		}
+	}
+	if first == nil {
+		return
+	}
+	fields := []zap.Field{zap.String("topic", b.Topic), zap.Int("partition", b.Partition), zap.Uint8("origin", b.Origin),
+		zap.Stringer("remote_version", firstRemote), zap.Stringer("local_clock", s.clock.Last()), zap.Error(first)}
+	if errors.Is(first, hlc.ErrClockOffset) {
+		s.log.Warn("incoming versions are ahead of the local clock by more than the max offset; applied anyway",
+			append(fields, zap.Int("skewed", res.Skewed))...)
+		return
+	}
+	s.log.Error("could not advance the local clock past applied versions", fields...)
+}
+
+// begin opens a transaction on a configured connection. A connection that
+// went stale while idle (server restart, wait_timeout) is replaced once.
+func (s *MySQL) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
+	for attempt := 0; ; attempt++ {
+		conn, pooled, err := s.acquire(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err == nil {
+			return conn, tx, nil
+		}
+		discard(conn)
+		if !pooled || attempt > 0 || !(errors.Is(err, driver.ErrBadConn) || IsRetryable(err)) {
+			return nil, nil, fmt.Errorf("sink: begin transaction: %w", err)
+		}
+	}
+}
+
+func (s *MySQL) acquire(ctx context.Context) (conn *sql.Conn, pooled bool, err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false, errors.New("sink: closed")
+	}
+	if n := len(s.idle); n > 0 {
+		conn = s.idle[n-1]
+		s.idle = s.idle[:n-1]
+	}
+	s.mu.Unlock()
+	if conn != nil {
+		return conn, true, nil
+	}
+	conn, err = s.db.Conn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("sink: connect: %w", err)
+	}
+	for _, q := range sessionSQL {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			discard(conn)
+			return nil, false, fmt.Errorf("sink: configure session (%s): %w", q, err)
+		}
+	}
+	var packet int64
+	if err := conn.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+		discard(conn)
+		return nil, false, fmt.Errorf("sink: read max_allowed_packet: %w", err)
+	}
+	s.maxPacket.Store(packet)
+	return conn, false, nil
+}
+
+func (s *MySQL) release(conn *sql.Conn, healthy bool) {
+	if healthy {
+		s.mu.Lock()
+		if !s.closed && len(s.idle) < maxIdleConns {
+			s.idle = append(s.idle, conn)
+			conn = nil
+		}
+		s.mu.Unlock()
+	}
+	if conn != nil {
+		discard(conn)
+	}
+}
+
+// discard closes conn's underlying connection instead of returning it to
+// db's pool, where its session settings would reach other users.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
