@@ -335,3 +335,10 @@ func (c *cluster) count(i int, table string) int {
 }
 
 func (c *cluster) dbAt(i int) *sql.DB { return c.sites[i].srv.DB(c.t, "") }
+
+func execOut(ctx context.Context, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
