@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // cluster is N sites, each a MariaDB server and (when started) a replicator
 // process built from ./cmd/replicator, sharing one broker.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	db     string // the replicated database, same name on every site
 	meta   string // Tandem's meta schema, per test so tests do not share offsets
 	bin    string
@@ -65,7 +65,7 @@ func nextServerID() uint32 {
 	return 5000 + serverIDs.next
 }
 
-func newCluster(t *testing.T, broker *testenv.Broker, srvs ...*testenv.MariaDB) *cluster {
+func newCluster(t testing.TB, broker *testenv.Broker, srvs ...*testenv.MariaDB) *cluster {
 	t.Helper()
 	c := &cluster{
 		t:      t,
@@ -94,7 +94,7 @@ func newCluster(t *testing.T, broker *testenv.Broker, srvs ...*testenv.MariaDB) 
 	return c
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -394,4 +394,3 @@ func (a *Applier) batchOf(part int, es []entry) sink.Batch {
 
 // TopicFor is the topic name of a site.
 func TopicFor(prefix, siteName string) string { return prefix + siteName }
-
