@@ -53,21 +53,34 @@ func Tables(ctx context.Context, a, b *sql.DB, tables []string) (Result, error) 
 		if len(pk) == 0 {
 			return res, fmt.Errorf("compare: %s has no primary key", t)
 		}
-		if err := table(ctx, a, b, s, tb, pk, &res); err != nil {
+		cols, err := schema.TableColumns(ctx, a, s, tb)
+		if err != nil {
+			return res, err
+		}
+		names := make([]string, len(cols))
+		for i, c := range cols {
+			names[i] = c.Name
+		}
+		if err := table(ctx, a, b, s, tb, pk, names, &res); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-func table(ctx context.Context, a, b *sql.DB, s, t string, pk []string, res *Result) error {
+func table(ctx context.Context, a, b *sql.DB, s, t string, pk, cols []string, res *Result) error {
 	order := make([]string, len(pk))
 	for i, c := range pk {
 		order[i] = "`" + c + "`"
 	}
-	// The key columns first, then every column as text: a byte-wise
+	all := make([]string, len(cols))
+	for i, c := range cols {
+		all[i] = "`" + c + "`"
+	}
+	// The key columns first, then every column by name (the version
+	// column is INVISIBLE, so * would skip it), as text: a byte-wise
 	// comparison of the rendered row is a byte-wise comparison of the data.
-	q := fmt.Sprintf("SELECT %s, t.* FROM `%s`.`%s` t ORDER BY %s", strings.Join(order, ", "), s, t, strings.Join(order, ", "))
+	q := fmt.Sprintf("SELECT %s, %s FROM `%s`.`%s` ORDER BY %s", strings.Join(order, ", "), strings.Join(all, ", "), s, t, strings.Join(order, ", "))
 	ra, err := a.QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("compare: site a %s.%s: %w", s, t, err)

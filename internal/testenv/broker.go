@@ -14,10 +14,11 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Broker is a cmd/devbroker child process: one in-memory node speaking the
-// Kafka protocol on a loopback port. A killed or stopped broker loses all
-// topics and records; after Start, tests recreate their topics (CreateTopic)
-// or rely on auto-creation, which is on.
+// Broker is a cmd/devbroker child process: one node speaking the Kafka
+// protocol on a loopback port, journaling to a data directory under its
+// temporary root. Like a real broker, a killed or stopped one keeps every
+// acknowledged topic and record: after Start, each partition has the same
+// records at the same offsets.
 //
 // Use kafka-go partition readers (kafka.ReaderConfig with Partition and no
 // GroupID), writers and admin calls against it; kafka-go's consumer groups
@@ -97,8 +98,9 @@ func (b *Broker) Kill(t testing.TB) {
 	}
 }
 
-// Start starts a stopped or killed broker again on the same address, with
-// no topics, and waits until a client can connect.
+// Start starts a stopped or killed broker again on the same address and
+// waits until a client can connect, which is once the broker has replayed
+// its journal.
 func (b *Broker) Start(t testing.TB) {
 	t.Helper()
 	b.mustBeDedicated(t, "Start")
@@ -152,7 +154,7 @@ func (b *Broker) startLocked(listen string) error {
 	if err := os.Remove(b.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("testenv: broker: %w", err)
 	}
-	args := []string{"-listen", listen, "-ready-file", b.readyFile}
+	args := []string{"-listen", listen, "-ready-file", b.readyFile, "-data-dir", filepath.Join(b.root, "data")}
 	proc, err := startProcess(b.bin, args, nil, b.root, b.logPath)
 	if err != nil {
 		return fmt.Errorf("testenv: broker: %w", err)

@@ -362,6 +362,10 @@ func startMariaDB(opt MariaDBOptions, shared bool) (*MariaDB, error) {
 		mariadbd: mariadbd,
 		fakeLib:  fakeLib,
 	}
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o700); err != nil {
+		os.RemoveAll(root)
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
 	if out, err := exec.Command("cp", "-a", template, m.DataDir).CombinedOutput(); err != nil {
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("testenv: copy template datadir %s: %v: %s", template, err, out)
@@ -398,6 +402,10 @@ func (m *MariaDB) args() []string {
 		"--datadir=" + m.DataDir,
 		"--socket=" + m.Socket,
 		"--pid-file=" + filepath.Join(m.root, "mysqld.pid"),
+		// A private tmpdir: a starting mariadbd deletes every #sql* file in
+		// its tmpdir, which with a shared /tmp includes the live temporary
+		// tables of the other test servers.
+		"--tmpdir=" + filepath.Join(m.root, "tmp"),
 		"--port=" + strconv.Itoa(m.Port),
 		"--bind-address=127.0.0.1",
 		"--skip-name-resolve",

@@ -126,9 +126,8 @@ func PKColumns(ctx context.Context, q Queryer, schema, table string) ([]string, 
 // on expressions (MySQL functional indexes) are left out: they cannot be
 // matched against row images by column. A missing table yields no keys.
 func UniqueKeys(ctx context.Context, q Queryer, schema, table string) ([]Key, error) {
-	// One information_schema table per query: MariaDB 10.11 crashes
-	// (signal 11 in create_tmp_table_for_schema) under concurrent queries
-	// that join information_schema tables.
+	// STATISTICS alone: joining COLUMNS for nullability materialises both
+	// tables and costs ~6 ms a call instead of well under one.
 	rows, err := q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, COLUMN_NAME,
 		COALESCE(SUB_PART, 0), NULLABLE
 		FROM information_schema.STATISTICS

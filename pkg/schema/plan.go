@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -71,7 +72,12 @@ func (p *Plan) Apply(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("schema: connect: %w", err)
 	}
-	defer conn.Close()
+	defer func() {
+		// The session's sql_mode and lock wait are Apply's own; keep the
+		// connection from going back into the caller's pool with them.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+	}()
 	for _, s := range p.session() {
 		if _, err := conn.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("schema: %s: %w", s, err)
@@ -543,6 +549,10 @@ func (in *inspection) triggers(model tableModel, existing map[string]trigger) {
 			continue
 		}
 		step := Step{Object: obj, Why: why, SQL: in.gen.createTriggerSQL(model.ref, d)}
+		if !ok {
+			step.fix = fixPrepare + "; if prepare ran already, the account running check needs the TRIGGER " +
+				"privilege on " + model.ref.String() + ": without it information_schema shows no triggers"
+		}
 		if _, site, ok := parseLabel(e.body); ok && site != int(in.opt.Site) {
 			step.fix = fmt.Sprintf("make sure this server belongs to site %d (two sites with one id would issue "+
 				"colliding versions), then run `replicator schema prepare` for site %d", in.opt.Site, in.opt.Site)

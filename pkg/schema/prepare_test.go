@@ -501,3 +501,29 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("ListTables = %v; want %v (no views, no Tandem tables)", names, want)
 	}
 }
+
+// A table the server cannot extend instantly gets its version column with
+// an online (in-place, no lock) ALTER instead.
+func TestVersionColumnFallsBackToOnlineAlter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2, `CREATE TABLE packed (id INT PRIMARY KEY, b VARCHAR(20)) ENGINE=InnoDB ROW_FORMAT=COMPRESSED`)
+	if _, err := f.db.Exec("ALTER TABLE packed ADD COLUMN probe INT, ALGORITHM=INSTANT"); err == nil {
+		t.Skip("this server adds columns to compressed tables instantly; nothing to fall back from")
+	}
+	plan := f.inspect(t)
+	var step *Step
+	for i, s := range plan.Steps {
+		if len(s.Fallback) > 0 {
+			step = &plan.Steps[i]
+		}
+	}
+	if step == nil || !strings.Contains(step.Fallback[0], "ALGORITHM=INPLACE, LOCK=NONE") {
+		t.Fatalf("no fallback step in plan:\n%s", plan)
+	}
+	if err := plan.Apply(context.Background(), f.db); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if p := f.inspect(t); !p.Empty() {
+		t.Fatalf("after the fallback, Inspect plans:\n%s", p)
+	}
+}

@@ -121,3 +121,17 @@ func TestPlanStringEmpty(t *testing.T) {
 		t.Errorf("empty plan renders as %q", s)
 	}
 }
+
+func TestMySQLTriggerDDL(t *testing.T) {
+	g := gen{site: 1, v: DefaultVersionColumn, srv: parseServer("8.0.36")}
+	ref := TableRef{"s", "t"}
+	model := tableModel{ref: ref, pk: []Column{{Name: "id", ColumnType: "int"}}}
+	stmts := g.createTriggerSQL(ref, g.triggers(model)[0])
+	if len(stmts) != 2 || stmts[0] != "DROP TRIGGER IF EXISTS `s`.`_tandem_bi_t`" ||
+		!strings.HasPrefix(stmts[1], "CREATE TRIGGER `s`.`_tandem_bi_t` BEFORE INSERT ON `s`.`t` FOR EACH ROW\n") {
+		t.Errorf("MySQL trigger DDL: %q", stmts)
+	}
+	if sql := g.versionColumnSQL(ref, algorithmInstant); strings.Contains(sql, "IF NOT EXISTS") || !strings.Contains(sql, "INVISIBLE") {
+		t.Errorf("MySQL 8.0.36 version column DDL: %s", sql)
+	}
+}
