@@ -147,6 +147,7 @@ func cmdRun(ctx context.Context, args []string, env func(string) string, stderr 
 		Listen: cfg.Admin.Listen, Token: cfg.Admin.Token.Reveal(), AllowNoToken: cfg.Admin.AllowNoToken,
 		Registry: reg, Ready: r.Ready,
 	}, log.Named("admin"))
+	r.registerAdmin(srv)
 	errc := make(chan error, 1)
 	actx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); <-errc }()

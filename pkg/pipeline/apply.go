@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,7 @@ type Applier struct {
 	log   *zap.Logger
 	ready atomic.Int32 // partitions streaming
 	parts atomic.Int32
+	gate  gate
 }
 
 // NewApplier assembles an Applier.
@@ -86,8 +88,64 @@ func NewApplier(cfg ApplierConfig, s Sink, obs Observer, log *zap.Logger) *Appli
 	return &Applier{cfg: cfg, sink: s, obs: obs, log: log.With(zap.String("topic", cfg.Topic))}
 }
 
-// Ready reports whether every partition is streaming.
+// Ready reports whether every partition is streaming (or paused on
+// purpose).
 func (a *Applier) Ready() bool { n := a.parts.Load(); return n > 0 && a.ready.Load() == n }
+
+// Pause stops applying after the batches in progress; messages wait in
+// Kafka. It is the operator's maintenance switch and how drills cut one
+// direction of replication (a partition) without stopping the process.
+func (a *Applier) Pause() { a.gate.set(true); a.log.Info("applier paused") }
+
+// Resume undoes Pause.
+func (a *Applier) Resume() { a.gate.set(false); a.log.Info("applier resumed") }
+
+// Paused reports whether the applier is paused.
+func (a *Applier) Paused() bool { return a.gate.closed() }
+
+// Topic is the topic the applier reads.
+func (a *Applier) Topic() string { return a.cfg.Topic }
+
+// gate blocks appliers while closed.
+type gate struct {
+	mu     sync.Mutex
+	shut   bool
+	opened chan struct{} // closed when the gate opens
+}
+
+func (g *gate) set(shut bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if shut == g.shut {
+		return
+	}
+	g.shut = shut
+	if shut {
+		g.opened = make(chan struct{})
+	} else {
+		close(g.opened)
+	}
+}
+
+func (g *gate) closed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shut
+}
+
+// wait returns once the gate is open or ctx ends.
+func (g *gate) wait(ctx context.Context) {
+	g.mu.Lock()
+	shut, ch := g.shut, g.opened
+	g.mu.Unlock()
+	if !shut {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
 
 // Run applies until ctx is cancelled (nil) or the sink is fenced.
 func (a *Applier) Run(ctx context.Context) error {
@@ -240,6 +298,7 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 					break fill
 				}
 			}
+			a.gate.wait(gctx)
 			if err := a.applyEntries(gctx, part, batch); err != nil {
 				return err
 			}
