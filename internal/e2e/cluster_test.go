@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +46,7 @@ type site struct {
 	cfg   string
 	admin string
 	env   []string // extra environment for the replicator process
+	extra string   // extra YAML for this site's config
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -156,7 +159,7 @@ state_dir: %s
 admin: {listen: "%s"}
 log: {level: info, format: json}
 %s`, s.id, s.name, s.srv.Port, nextServerID(), c.db, c.meta, c.broker.Addr, c.prefix, peerBlock,
-			c.meta, c.db, filepath.Join(s.dir, "state"), s.admin, extra)
+			c.meta, c.db, filepath.Join(s.dir, "state"), s.admin, extra+s.extra)
 		s.cfg = filepath.Join(s.dir, "replicator.yaml")
 		if err := os.WriteFile(s.cfg, []byte(cfg), 0o600); err != nil {
 			c.t.Fatal(err)
@@ -341,4 +344,44 @@ func execOut(ctx context.Context, bin string, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// admin calls site i's authenticated admin API.
+func (c *cluster) admin(i int, method, path string) string {
+	c.t.Helper()
+	req, err := http.NewRequest(method, "http://"+c.sites[i].admin+path, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("admin %s %s at %s: %v", method, path, c.sites[i].name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("admin %s %s at %s: %s: %s", method, path, c.sites[i].name, resp.Status, body)
+	}
+	return string(body)
+}
+
+// metric returns the sum of a Prometheus counter/gauge's samples at site i
+// whose label set contains match ("" matches all).
+func (c *cluster) metric(i int, name, match string) float64 {
+	c.t.Helper()
+	var sum float64
+	for _, line := range strings.Split(c.admin(i, "GET", "/metrics"), "\n") {
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		if match != "" && !strings.Contains(line, match) {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

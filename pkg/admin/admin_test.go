@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,12 +67,17 @@ func newTestServer(t *testing.T, opts Options, log *zap.Logger) (*Server, string
 
 func TestEndpoints(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
-	ready := errors.New("binlog reader not connected yet")
-	var readyErr error = ready
+	var notReady atomic.Bool
+	notReady.Store(true)
 	s, url, client := newTestServer(t, Options{
 		Token:    token,
 		Registry: testRegistry(),
-		Ready:    func() error { return readyErr },
+		Ready: func() error {
+			if notReady.Load() {
+				return errors.New("binlog reader not connected yet")
+			}
+			return nil
+		},
 	}, zap.New(core))
 	s.Handle("GET /tenants/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "tenant %s\n", r.PathValue("id"))
@@ -123,7 +130,7 @@ func TestEndpoints(t *testing.T) {
 		})
 	}
 
-	readyErr = nil
+	notReady.Store(false)
 	if code, _, body := get(t, client, "GET", url+"/readyz", ""); code != 200 || body != "ready\n" {
 		t.Errorf("ready: %d %q", code, body)
 	}
@@ -167,17 +174,19 @@ func TestNoTokenOnLoopback(t *testing.T) {
 	}
 }
 
-// runServer runs s in the background and waits until it listens; it returns
-// the base URL, a cancel func and a channel with Run's result.
-func runServer(t *testing.T, s *Server) (string, context.CancelFunc, <-chan error) {
+// runServer runs s in the background and waits until it listens. It
+// returns the base URL and stop, which cancels Run and returns its result;
+// stop is also called when the test ends.
+func runServer(t *testing.T, s *Server) (url string, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	stop = sync.OnceValue(func() error {
 		cancel()
-		<-done
+		return <-done
 	})
+	t.Cleanup(func() { _ = stop() })
 	testenv.WaitFor(t, 10*time.Second, "admin server listening", func() bool {
 		select {
 		case err := <-done:
@@ -186,7 +195,7 @@ func runServer(t *testing.T, s *Server) (string, context.CancelFunc, <-chan erro
 		}
 		return s.Addr() != ""
 	})
-	return "http://" + s.Addr(), cancel, done
+	return "http://" + s.Addr(), stop
 }
 
 func TestRunServesAndShutsDown(t *testing.T) {
@@ -200,7 +209,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		<-release
 		fmt.Fprintln(w, "done")
 	}))
-	url, cancel, done := runServer(t, s)
+	url, stop := runServer(t, s)
 	client := &http.Client{Timeout: 10 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 
@@ -233,7 +242,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		slow <- fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}()
 	<-entered
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
 	// The listener closes at once: new connections are refused while the
 	// slow request drains.
 	testenv.WaitFor(t, 10*time.Second, "listener closed", func() bool {
@@ -247,7 +257,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if got := <-slow; got != "200 done\n" {
 		t.Errorf("in-flight request: %q", got)
 	}
-	if err := <-done; err != nil {
+	if err := <-stopped; err != nil {
 		t.Errorf("Run returned %v after cancel, want nil", err)
 	}
 }
@@ -281,7 +291,7 @@ func TestRunRefuses(t *testing.T) {
 
 func TestRunNoTokenOnLocalhostName(t *testing.T) {
 	s := New(Options{Listen: "localhost:0", AllowNoToken: true}, nil)
-	url, _, _ := runServer(t, s)
+	url, _ := runServer(t, s)
 	client := &http.Client{Timeout: 10 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 	if code, _, _ := get(t, client, "GET", url+"/nope", ""); code != 404 {

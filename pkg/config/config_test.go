@@ -678,3 +678,53 @@ func FuzzParse(f *testing.F) {
 		_ = c.Redacted()
 	})
 }
+
+// TestDocs keeps docs/configuration.md complete and its example valid.
+func TestDocs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	var walk func(rt reflect.Type, prefix string)
+	walk = func(rt reflect.Type, prefix string) {
+		names, index := fieldNames(rt)
+		for _, n := range names {
+			path := joinPath(prefix, n)
+			ft := rt.Field(index[n]).Type
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[Duration]() {
+				walk(ft, path)
+				continue
+			}
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				walk(ft.Elem(), path)
+				if !strings.Contains(doc, "`"+path+"`") {
+					t.Errorf("docs/configuration.md does not mention `%s`", path)
+				}
+				continue
+			}
+			if prefix == "peers" {
+				continue // documented by the list's example
+			}
+			if !strings.Contains(doc, "`"+path+"`") {
+				t.Errorf("docs/configuration.md does not mention `%s`", path)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	for _, env := range []string{EnvDatabaseHost, EnvDatabasePort, EnvDatabasePassword, EnvDatabasePasswordFile,
+		EnvKafkaBrokers, EnvAdminToken, EnvAdminTokenFile, EnvStateDir, EnvLogLevel} {
+		if !strings.Contains(doc, "`"+env+"`") {
+			t.Errorf("docs/configuration.md does not document %s", env)
+		}
+	}
+	_, rest, ok := strings.Cut(doc, "## A complete production example")
+	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
+	example, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("production example not found")
+	}
+	if _, err := Parse([]byte(example), envMap(map[string]string{EnvAdminToken: testToken})); err != nil {
+		t.Errorf("the production example does not load: %v", err)
+	}
+}

@@ -47,7 +47,7 @@ func Load(path string, env func(string) string) (*Config, error) {
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("config: read %s: %w", path, err)
+		return nil, fmt.Errorf("config: %w", err) // *PathError names the file
 	}
 	return parse(path, data, env)
 }
