@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // config is the parsed command line.
@@ -23,6 +26,7 @@ type config struct {
 	topics     map[string]int32
 	readyFile  string
 	logLevel   kfake.LogLevel
+	dataDir    string
 }
 
 // run starts the broker, blocks until ctx is cancelled and returns the exit
@@ -62,6 +66,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.readyFile, "ready-file", "",
 		"once listening, write the bound address to this `path` (atomically, via rename)")
 	fs.StringVar(&logLevel, "log-level", "warn", "broker log level on stderr: none, error, warn, info or debug")
+	fs.StringVar(&cfg.dataDir, "data-dir", "",
+		"keep the log in this `directory` and replay it on start, so a restarted broker keeps its topics and records; empty keeps everything in memory")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -125,11 +131,6 @@ func parseLogLevel(s string) (kfake.LogLevel, error) {
 func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
-		// kfake always asks for 127.0.0.1:port; listen where we were told
-		// instead. The listener's address is what metadata advertises.
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
-			return net.Listen(network, cfg.listen)
-		}),
 		kfake.DefaultNumPartitions(cfg.partitions),
 		kfake.ClusterID("tandem-devbroker"),
 		kfake.WithLogger(kfake.BasicLogger(stderr, cfg.logLevel)),
@@ -137,6 +138,15 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	if cfg.autoCreate {
 		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
+	if cfg.dataDir != "" {
+		return serveDurable(ctx, cfg, opts, stderr)
+	}
+	opts = append(opts,
+		// kfake always asks for 127.0.0.1:port; listen where we were told
+		// instead. The listener's address is what metadata advertises.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, cfg.listen)
+		}))
 	for name, parts := range cfg.topics {
 		opts = append(opts, kfake.SeedTopics(parts, name))
 	}
@@ -145,8 +155,12 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
 	defer c.Close()
-
 	addr := c.ListenAddrs()[0]
+	return ready(ctx, cfg, addr, "in-memory; data is lost on exit", nil, stderr)
+}
+
+// ready publishes addr and blocks until ctx is cancelled or failed closes.
+func ready(ctx context.Context, cfg config, addr, note string, failed <-chan struct{}, stderr io.Writer) error {
 	if cfg.readyFile != "" {
 		if err := writeFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
@@ -154,10 +168,101 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		// A stale file would tell the next caller that a dead broker is up.
 		defer os.Remove(cfg.readyFile)
 	}
-	fmt.Fprintf(stderr, "devbroker: listening on %s (in-memory; data is lost on exit)\n", addr)
-	<-ctx.Done()
-	fmt.Fprintf(stderr, "devbroker: shutting down\n")
-	return nil
+	fmt.Fprintf(stderr, "devbroker: listening on %s (%s)\n", addr, note)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintf(stderr, "devbroker: shutting down\n")
+		return nil
+	case <-failed:
+		return errors.New("the journal failed; stopping so that no client is told a write is durable when it is not")
+	}
+}
+
+// serveDurable runs the broker on a journal in cfg.dataDir: it replays the
+// journal into a fresh kfake cluster before any client can connect, then
+// journals every state-changing request before kfake applies it.
+func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.Writer) error {
+	lock, err := lockDataDir(cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	public, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	gate := newGateListener(public)
+	defer gate.Close() // kfake closes it too; closing twice is harmless
+	opts = append(opts, kfake.ListenFn(func(string, string) (net.Listener, error) { return gate, nil }))
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("start kfake: %w", err)
+	}
+	defer c.Close()
+
+	conn, err := gate.dialInternal()
+	if err != nil {
+		return fmt.Errorf("connect to kfake: %w", err)
+	}
+	client := newRawClient(conn)
+	defer client.Close()
+	resp, err := client.do(kmsg.NewPtrApiVersionsRequest())
+	if err != nil {
+		return fmt.Errorf("ask kfake for its API versions: %w", err)
+	}
+	rec := &recorder{c: c, partitions: int32(cfg.partitions), autoCreate: cfg.autoCreate}
+	if err := rec.checkVersions(resp.(*kmsg.ApiVersionsResponse)); err != nil {
+		return err
+	}
+	rec.install()
+
+	path := filepath.Join(cfg.dataDir, journalName)
+	start := time.Now()
+	var stats replayStats
+	res, err := readJournal(path, func(key, version int16, body []byte) error {
+		return replayFrame(client, key, version, body, &stats)
+	})
+	if err == nil {
+		err = client.drain()
+	}
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", path, err)
+	}
+	took := time.Since(start).Round(time.Millisecond)
+	if res.size > res.validEnd {
+		fmt.Fprintf(stderr, "devbroker: journal %s: dropped a torn tail of %d bytes at offset %d (a crash cut its last write short; it was never acknowledged)\n",
+			path, res.size-res.validEnd, res.validEnd)
+	}
+	j, err := openJournal(path, res.validEnd)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	rec.j = j
+	rec.recording.Store(true)
+
+	if req := rec.seedRequest(cfg.topics); req != nil {
+		resp, err := client.do(req)
+		if err != nil {
+			return fmt.Errorf("create -topics: %w", err)
+		}
+		for _, t := range resp.(*kmsg.CreateTopicsResponse).Topics {
+			if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+				return fmt.Errorf("create -topics %s: %w", t.Topic, err)
+			}
+		}
+		if err := j.waitAppended(); err != nil {
+			return err
+		}
+	}
+	if err := client.Close(); err != nil {
+		return fmt.Errorf("close the replay connection: %w", err)
+	}
+	gate.open(j)
+
+	note := fmt.Sprintf("journal %s: replayed %d requests, %d record batches (%d rejected again) in %v",
+		path, stats.requests, stats.batches, stats.rejected, took)
+	return ready(ctx, cfg, public.Addr().String(), note, j.failed, stderr)
 }
 
 // writeFileAtomic writes data to a temporary file next to path and renames

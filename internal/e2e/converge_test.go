@@ -516,4 +516,3 @@ func checkNoEcho(t *testing.T, c *cluster) {
 	}
 	t.Logf("sink transactions dropped by readers (loop prevention): %.0f", dropped)
 }
-

@@ -24,7 +24,7 @@ type gtidSet interface {
 // txnGTID is the GTID of the transaction being read.
 type txnGTID struct {
 	maria mysql.MariadbGTID // MariaDB
-	mysql string             // MySQL: "uuid[:tag]:gno"
+	mysql string            // MySQL: "uuid[:tag]:gno"
 }
 
 func (g txnGTID) String() string {

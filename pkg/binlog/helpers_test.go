@@ -145,7 +145,7 @@ func (rr *runningReader) waitChanges(t *testing.T, db string, n int) []event.Cha
 	return rr.c.changes(db)
 }
 
-func currentPosition(t *testing.T, m *testenv.MariaDB) event.Position {
+func currentPosition(t testing.TB, m *testenv.MariaDB) event.Position {
 	t.Helper()
 	cfg := readerConfig(m)
 	if err := cfg.Validate(); err != nil {

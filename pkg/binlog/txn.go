@@ -48,8 +48,8 @@ type tableInfo struct {
 	pk      []int
 	cols    []column
 	version int // index of the version column, -1 when absent
-	// stampVersion: a heartbeat/probe table without a version column is
-	// versioned with the transaction's stamp.
+	// stampVersion: a heartbeat or probe row without a version (no column,
+	// or 0) is versioned with the transaction's stamp.
 	stampVersion bool
 	// keyCols lists, sorted by column name, the primary-key columns of a
 	// published table or the non-version columns of a tombstone table; the
@@ -174,6 +174,13 @@ func (a *assembler) handle(ctx context.Context, ev *replication.BinlogEvent, emi
 		return a.tableMap(e)
 	case *replication.RowsEvent:
 		return a.rows(ctx, h, e, emit)
+	case *replication.GenericEvent:
+		// MariaDB logs XA PREPARE as its own event type at the end of the
+		// prepared transaction's group; its changes are published then
+		// (see query for XA ROLLBACK).
+		if h.EventType == replication.XA_PREPARE_LOG_EVENT && a.txn.active {
+			return a.end(ctx, h, emit)
+		}
 	case *replication.TransactionPayloadEvent:
 		// MySQL binlog_transaction_compression: the transaction's events
 		// are nested, already decoded.
@@ -225,11 +232,16 @@ func (a *assembler) query(ctx context.Context, e *replication.QueryEvent, h *rep
 	case bytes.EqualFold(q, []byte("BEGIN")):
 		a.txn.sawBegin = true
 		return nil
+	case hasPrefixFold(q, "XA ROLLBACK"):
+		// The prepared transaction's changes were logged, and published,
+		// at XA PREPARE; the reader cannot take them back.
+		a.log.Error("XA ROLLBACK of a prepared transaction whose changes were already published at XA PREPARE; the other sites keep them",
+			zap.String("gtid", a.txn.gtidText), zap.ByteString("query", q))
+		return a.end(ctx, h, emit)
 	case bytes.EqualFold(q, []byte("COMMIT")), bytes.EqualFold(q, []byte("ROLLBACK")),
-		hasPrefixFold(q, "XA PREPARE"), hasPrefixFold(q, "XA COMMIT"), hasPrefixFold(q, "XA ROLLBACK"):
+		hasPrefixFold(q, "XA PREPARE"), hasPrefixFold(q, "XA COMMIT"):
 		// ROLLBACK ends a group that changed a non-transactional table:
-		// those changes happened and are published. An XA transaction's
-		// changes are published at XA PREPARE, when MariaDB logs them.
+		// those changes happened and are published.
 		return a.end(ctx, h, emit)
 	case a.txn.standalone || (a.cfg.Flavor == FlavorMySQL && !a.txn.sawBegin):
 		return a.end(ctx, h, emit) // DDL and other single-statement groups
@@ -303,7 +315,10 @@ func (a *assembler) newTableInfo(te *replication.TableMapEvent) *tableInfo {
 		}
 	case rolePublish:
 		info.keyCols = slices.Clone(info.pk)
-		info.stampVersion = info.version < 0 && meta && schema.Replicates(info.table)
+		// Heartbeats and probes without a version (no column, or 0 because
+		// no trigger stamps them) take the transaction's stamp, so a newer
+		// heartbeat always wins at the receiver.
+		info.stampVersion = meta && schema.Replicates(info.table)
 	}
 	slices.SortFunc(info.keyCols, func(x, y int) int {
 		return compareStrings(info.columns[x], info.columns[y])
@@ -457,11 +472,14 @@ func (a *assembler) publishRows(ctx context.Context, info *tableInfo, op event.O
 		return fmt.Errorf("table has no PRIMARY KEY; Tandem replicates only tables with one: add a primary key or exclude the table")
 	}
 	version := func(row []event.Value) hlc.Timestamp {
-		if info.version < 0 {
-			a.txn.fillStamp = true
-			return 0
+		var v hlc.Timestamp
+		if info.version >= 0 {
+			v = versionOf(row[info.version])
 		}
-		return versionOf(row[info.version])
+		if v == 0 && info.stampVersion {
+			a.txn.fillStamp = true // versioned with the transaction's stamp
+		}
+		return v
 	}
 	switch op {
 	case event.OpInsert:
@@ -504,6 +522,9 @@ func (a *assembler) publishRows(ctx context.Context, info *tableInfo, op event.O
 			if err != nil {
 				return err
 			}
+			// The BEFORE UPDATE trigger wrote the old key's tombstone with
+			// this same version; it is not needed for a delete later.
+			delete(a.tombs, string(a.rowKey(info.schema, info.table, info, before)))
 			if err := a.add(ctx, info, event.OpDelete, before, v, bsize, emit); err != nil {
 				return err
 			}
@@ -630,7 +651,7 @@ func (a *assembler) emitFragment(ctx context.Context, emit emitFunc) error {
 		return err
 	}
 	a.hasPending = false // the fragment's Position supersedes it
-	if err := emit(ctx, t); err != nil {
+	if err := emitTxn(ctx, emit, t); err != nil {
 		return err
 	}
 	a.stats.fragments.Add(1)
@@ -674,7 +695,7 @@ func (a *assembler) end(ctx context.Context, h *replication.EventHeader, emit em
 	}
 	a.hasPending = false
 	a.resetTxn()
-	if err := emit(ctx, t); err != nil {
+	if err := emitTxn(ctx, emit, t); err != nil {
 		return err
 	}
 	a.stats.txnsEmitted.Add(1)
@@ -701,9 +722,19 @@ func (a *assembler) flushPending(ctx context.Context, idle bool, emit emitFunc) 
 	t.Stamp = s
 	a.hasPending = false
 	a.pending = event.Txn{}
-	if err := emit(ctx, t); err != nil {
+	if err := emitTxn(ctx, emit, t); err != nil {
 		return err
 	}
 	a.stats.txnsEmitted.Add(1)
+	return nil
+}
+
+func emitTxn(ctx context.Context, emit emitFunc, t event.Txn) error {
+	if err := emit(ctx, t); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // Run returns nil on cancellation
+		}
+		return fmt.Errorf("binlog: emit transaction %s fragment %d: %w", t.GTID, t.Fragment, err)
+	}
 	return nil
 }

@@ -397,3 +397,40 @@ func TestAssemblerNonTransactionalCommit(t *testing.T) {
 		t.Fatalf("Aria/MyISAM transaction ending in COMMIT: %+v", h.out)
 	}
 }
+
+func TestAssemblerXA(t *testing.T) {
+	h := newHarness(t, nil)
+	h.begin()
+	h.tableMap(userTable(7, "shop", "orders"))
+	h.mustRows(write, 7, row(1, "a", 1))
+	h.must(&replication.QueryEvent{Query: []byte("XA END X'7831',X'',1")}, replication.QUERY_EVENT)
+	if len(h.out) != 0 {
+		t.Fatal("XA END ended the transaction")
+	}
+	h.must(&replication.GenericEvent{}, replication.XA_PREPARE_LOG_EVENT)
+	if len(h.out) != 1 || len(h.out[0].Changes) != 1 || h.out[0].GTID != "3-103-11" {
+		t.Fatalf("XA PREPARE: %+v", h.out)
+	}
+	h.seq++
+	h.must(&replication.MariadbGTIDEvent{GTID: mysql.MariadbGTID{DomainID: 3, ServerID: 103, SequenceNumber: h.seq},
+		Flags: replication.BINLOG_MARIADB_FL_STANDALONE}, replication.MARIADB_GTID_EVENT)
+	h.must(&replication.QueryEvent{Query: []byte("XA COMMIT X'7831',X'',1")}, replication.QUERY_EVENT)
+	if len(h.out) != 2 || len(h.out[1].Changes) != 0 || h.out[1].Position.GTIDSet != "0-1-5,3-103-12" {
+		t.Fatalf("XA COMMIT: %+v", h.out)
+	}
+}
+
+func TestAssemblerHeartbeatVersion(t *testing.T) {
+	h := newHarness(t, nil)
+	hb := newTableMap(5, schema.DefaultMetaSchema, schema.Heartbeat, []uint64{0},
+		colSpec{name: "site", typ: mysql.MYSQL_TYPE_TINY, unsigned: true},
+		colSpec{name: schema.DefaultVersionColumn, typ: mysql.MYSQL_TYPE_LONGLONG, unsigned: true})
+	h.begin()
+	h.tableMap(hb)
+	h.mustRows(write, 5, []any{uint8(3), uint64(0)}, []any{uint8(4), uint64(777)})
+	h.commit()
+	ch := h.out[0].Changes
+	if ch[0].Version != h.out[0].Stamp || ch[1].Version != 777 {
+		t.Fatalf("versions %d %d, want the stamp %d (no version written) and 777", ch[0].Version, ch[1].Version, h.out[0].Stamp)
+	}
+}

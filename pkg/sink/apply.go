@@ -10,8 +10,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -133,6 +131,11 @@ func (a *applier) lose(m *tableMeta, it *item, current hlc.Timestamp, detail str
 	a.conflicts = append(a.conflicts, conflictRow{m: m, it: it, kind: kind, local: current, incoming: it.ch.Version, detail: detail})
 }
 
+// maxLookupKeys bounds the keys of one lookup. Lookups are cheap next to
+// writes and their round trips are not: one lookup covers the rows of
+// several multi-row writes.
+const maxLookupKeys = 1000
+
 // readMode says what lookup reads.
 type readMode uint8
 
@@ -156,7 +159,7 @@ func (a *applier) lookup(ctx context.Context, tp *tablePlan, items []*item, mode
 		a.buf = a.appendInHead(a.buf, m, mode)
 		n := 0
 		for _, it := range items {
-			if n == a.s.cfg.MaxRowsPerStatement || n > 0 && len(a.buf) > a.stmtBudget() {
+			if n == maxLookupKeys || n > 0 && len(a.buf) > a.stmtBudget() {
 				break
 			}
 			if n > 0 {
@@ -509,7 +512,7 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 		if !m.unique {
 			// INSERT … ON DUPLICATE KEY UPDATE with the compare-and-set on
 			// every column: one statement for new and existing rows.
-			if err := a.multiRow(ctx, m, items, []byte(lay.insertHead), lay.odku, ",", a.tupleFunc(m), a.markApplied); err != nil {
+			if err := a.multiRow(ctx, m, items, []byte(lay.insertHead), lay.odku, ",", a.tupleFunc(m), a.upserted); err != nil {
 				return err
 			}
 		} else if err := a.upsertsUnique(ctx, m, lay, items); err != nil {
@@ -522,6 +525,29 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 		}
 	}
 	return a.checkFresh(ctx, tp, fresh)
+}
+
+// upserted marks a multi-row upsert's items applied. Its affected-row count
+// says whether every missing row was inserted by it (1 per insert, 2 per
+// update of an existing row): if not, a concurrent transaction inserted
+// one of them since the lookup, and checkFresh reads those rows back to
+// learn which write won. (A connection with clientFoundRows counts an
+// unchanged row like an insert; that only blurs the counts of this rare
+// race, never the data.)
+func (a *applier) upserted(res sql.Result, chunk []*item) {
+	want := int64(0)
+	for _, it := range chunk {
+		it.state = stateApplied
+		want++
+		if it.present {
+			want++
+		}
+	}
+	if n, err := res.RowsAffected(); err != nil || n != want {
+		for _, it := range chunk {
+			it.raced = !it.present
+		}
+	}
 }
 
 func (a *applier) markApplied(_ sql.Result, chunk []*item) {
@@ -663,25 +689,39 @@ func isPrimaryDup(msg string) bool {
 // lookup. Each side writes first and then reads the other's record with a
 // lock: the upsert reads the tombstone here, the delete reads the row in its
 // DELETE. Whichever reads second sees the other's write (waiting for its
-// commit if need be), so the newer version always wins. Here the row is
+// commit if need be), so the winning version always wins. Here the row is
 // locked by this transaction's write; a tombstone that beats the incoming
 // version turns the write into a lost one and removes it.
+//
+// Rows a concurrent transaction inserted between the lookup and the write
+// (raced) are read back too, to learn whose version the upsert kept.
 func (a *applier) checkFresh(ctx context.Context, tp *tablePlan, fresh []*item) error {
 	if len(fresh) == 0 {
 		return nil
 	}
 	m := tp.meta
+	var clean, raced []*item
 	for _, it := range fresh {
-		it.present = false
+		it.tombV = 0
+		if it.raced {
+			it.present = false
+			raced = append(raced, it)
+		} else {
+			it.rowV = it.ch.Version // inserted by this transaction
+			clean = append(clean, it)
+		}
 	}
-	if err := a.lookup(ctx, tp, fresh, readAfter); err != nil {
+	if err := a.lookup(ctx, tp, clean, readTombs); err != nil {
+		return err
+	}
+	if err := a.lookup(ctx, tp, raced, readAfter); err != nil {
 		return err
 	}
 	pol := a.s.cfg.Policy
 	var undo []*item
 	for _, it := range fresh {
-		if !it.present {
-			return fmt.Errorf("sink: row %s of %s is missing right after this transaction wrote it", it.key, m.name)
+		if it.raced && !it.present {
+			return fmt.Errorf("sink: row %q of %s is missing right after this transaction wrote it", it.key, m.name)
 		}
 		ours := it.rowV == it.ch.Version
 		var other hlc.Timestamp
@@ -722,18 +762,7 @@ func (a *applier) checkFresh(ctx context.Context, tp *tablePlan, fresh []*item) 
 
 // exec runs a data statement on m. A data-shaped error comes back as
 // *dataError.
-var Timing = map[string]time.Duration{}
-var TimingMu sync.Mutex
-
-func track(q string, start time.Time) {
-	k := q[:12]
-	TimingMu.Lock()
-	Timing[k] += time.Since(start)
-	TimingMu.Unlock()
-}
-
 func (a *applier) exec(ctx context.Context, m *tableMeta, q string) (sql.Result, error) {
-	defer track(q, time.Now())
 	res, err := a.tx.ExecContext(ctx, q)
 	if err != nil {
 		return nil, a.stmtError(m, err)
@@ -744,7 +773,6 @@ func (a *applier) exec(ctx context.Context, m *tableMeta, q string) (sql.Result,
 // query runs a data query on m and calls fn with each row's columns (valid
 // only during the call).
 func (a *applier) query(ctx context.Context, m *tableMeta, q string, ncols int, fn func([]sql.RawBytes) error) error {
-	defer track(q+"          "+strconv.Itoa(ncols), time.Now())
 	rows, err := a.tx.QueryContext(ctx, q)
 	if err != nil {
 		return a.stmtError(m, err)

@@ -202,37 +202,70 @@ func TestConcurrentInsertDelete(t *testing.T) {
 		}
 		ins[k], dels[k] = hlc.FromTick(a.Tick(), 2), hlc.FromTick(b.Tick(), 3)
 	}
-	run := func(s *MySQL, topic string, origin uint8, op event.Op, vers []hlc.Timestamp) error {
+	// Keys 0..keys-1 race an insert against a delete; keys keys..2*keys-1
+	// race two inserts.
+	var conflicts [2]int
+	// Both sinks start each batch together, so that their transactions
+	// overlap as much as possible.
+	bar := newBarrier(2)
+	run := func(s *MySQL, topic string, origin uint8, op event.Op, vers []hlc.Timestamp, first int64, res *int) (failed error) {
 		next := int64(0)
 		for k := 0; k < keys; k += perTxn {
+			bar.wait()
+			if failed != nil {
+				continue // keep meeting the other goroutine at the barrier
+			}
 			var tx event.Txn
 			for j := k; j < k+perTxn; j++ {
-				tx.Changes = append(tx.Changes, f.kv(op, int64(j), "x", vers[j]))
+				tx.Changes = append(tx.Changes, f.kv(op, first+int64(j), "x", vers[j]))
 			}
 			b := Batch{Topic: topic, FirstOffset: next, NextOffset: next + 1, Origin: origin, Txns: []event.Txn{tx}}
 			next++
 			for attempt := 0; ; attempt++ {
-				_, err := s.Apply(context.Background(), b)
+				r, err := s.Apply(context.Background(), b)
 				if err == nil {
+					*res += r.Conflicts
 					break
 				}
 				if !IsRetryable(err) || attempt == 100 {
-					return err
+					failed = err
+					break
 				}
 			}
 		}
-		return nil
+		return failed
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	errs := make([]error, 4)
 	wg.Add(2)
-	go func() { defer wg.Done(); errs[0] = run(f.sink, "ins", 2, event.OpInsert, ins) }()
-	go func() { defer wg.Done(); errs[1] = run(other, "del", 3, event.OpDelete, dels) }()
+	go func() {
+		defer wg.Done()
+		errs[0] = run(f.sink, "ins", 2, event.OpInsert, ins, 0, &conflicts[0])
+		errs[2] = run(f.sink, "ins1", 2, event.OpInsert, ins, keys, &conflicts[0])
+	}()
+	go func() {
+		defer wg.Done()
+		errs[1] = run(other, "del", 3, event.OpDelete, dels, 0, &conflicts[1])
+		errs[3] = run(other, "ins2", 3, event.OpInsert, dels, keys, &conflicts[1])
+	}()
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	for k := range keys {
+		st := f.state(t, "kv", int64(keys+k))
+		if st.row != max(ins[k], dels[k]) || st.tomb != 0 {
+			t.Errorf("key %d: inserts %v and %v raced, got row %v tombstone %v", keys+k, ins[k], dels[k], st.row, st.tomb)
+		}
+	}
+	var logged int
+	if err := f.db.QueryRow("SELECT COUNT(*) FROM " + quoteIdent(f.meta) + "._tandem_conflicts").Scan(&logged); err != nil {
+		t.Fatal(err)
+	}
+	if logged != conflicts[0]+conflicts[1] {
+		t.Errorf("%d conflict rows, Results counted %d", logged, conflicts[0]+conflicts[1])
 	}
 	for k := range keys {
 		st := f.state(t, "kv", int64(k))
@@ -244,4 +277,28 @@ func TestConcurrentInsertDelete(t *testing.T) {
 			t.Errorf("key %d: delete %v beats insert %v, got row %v tombstone %v (resurrection)", k, dels[k], ins[k], st.row, st.tomb)
 		}
 	}
+}
+
+// barrier lets n goroutines wait for each other, any number of times.
+type barrier struct {
+	mu    sync.Mutex
+	n     int
+	count int
+	ch    chan struct{}
+}
+
+func newBarrier(n int) *barrier { return &barrier{n: n, ch: make(chan struct{})} }
+
+func (b *barrier) wait() {
+	b.mu.Lock()
+	b.count++
+	if b.count == b.n {
+		close(b.ch)
+		b.ch, b.count = make(chan struct{}), 0
+		b.mu.Unlock()
+		return
+	}
+	ch := b.ch
+	b.mu.Unlock()
+	<-ch
 }

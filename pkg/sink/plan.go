@@ -35,6 +35,7 @@ type item struct {
 	rowV    hlc.Timestamp // its version
 	tombV   hlc.Timestamp // the tombstone's version, 0 if none
 	chunk   int           // scratch: the read that asked for this item
+	raced   bool          // missing at lookup, but maybe not when written
 
 	state itemState
 }
