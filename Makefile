@@ -38,7 +38,7 @@ bench: setup build
 	@bash scripts/bench.sh
 
 demo: setup build
-	@bash scripts/demo.sh
+	$(GO) run ./cmd/tandem-demo
 
 clean:
 	rm -rf $(BIN) .tandem

@@ -40,6 +40,23 @@
 // _watermarks, _conflicts in the meta schema) was written by a sink and is
 // dropped whole (emitted empty for its position): that is what keeps a
 // change from echoing between sites.
+//
+// # Limits
+//
+//   - DDL, TRUNCATE and other statements without row events are not
+//     replicated; they are emitted as empty transactions.
+//   - The binlog carries values of generated columns (VIRTUAL and STORED)
+//     like any other column and cannot tell them apart; the applying side
+//     must skip the target's generated columns.
+//   - MariaDB JSON is LONGTEXT in the binlog and arrives as KindString.
+//   - An XA transaction is published at XA PREPARE, when MariaDB logs its
+//     changes; a later XA ROLLBACK cannot be undone and is logged as an
+//     error.
+//   - Reconnecting resumes after the last completed transaction, which may
+//     be a coalesced empty one not emitted yet: only empty transactions lie
+//     between it and the last emitted one, so nothing is skipped.
+//   - The MySQL flavor follows the same code paths but is only exercised by
+//     unit tests here; the integration tests run MariaDB.
 package binlog
 
 import (
