@@ -37,6 +37,7 @@ type Replicator struct {
 	applier []*pipeline.Applier
 	prod    *pipeline.Producer
 	obs     *observer
+	tables  []schema.TableRef // replicated tables (schema.tables)
 }
 
 // New opens local state and connections and checks the source, refusing to
@@ -79,6 +80,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 	if err := r.checkMeta(ctx); err != nil {
+		return nil, err
+	}
+	if r.tables, err = resolveTables(ctx, r.db, cfg.Schema.Tables); err != nil {
 		return nil, err
 	}
 
@@ -171,6 +175,9 @@ func (r *Replicator) Run(ctx context.Context) error {
 		g.Go(func() error { return a.Run(gctx) })
 	}
 	g.Go(func() error { return r.obs.run(gctx) })
+	if r.cfg.Tombstones.GCInterval > 0 {
+		g.Go(func() error { return r.tombstoneGC(gctx) })
+	}
 	if r.cfg.Heartbeat.Enabled {
 		g.Go(func() error { return r.heartbeat(gctx) })
 	}
@@ -181,20 +188,29 @@ func (r *Replicator) Run(ctx context.Context) error {
 // The row replicates like data, so every receiver can measure lag from it
 // even when no user writes flow.
 func (r *Replicator) heartbeat(ctx context.Context) error {
-	q := fmt.Sprintf("INSERT INTO `%s`.`%s` (site, hlc, wall) VALUES (?, ?, UTC_TIMESTAMP(6)) "+
-		"ON DUPLICATE KEY UPDATE hlc = VALUES(hlc), wall = VALUES(wall)", r.cfg.Schema.MetaSchema, schema.Heartbeat)
+	q := fmt.Sprintf("INSERT INTO `%s`.`%s` (site, hlc, wall, watermarks) VALUES (?, ?, UTC_TIMESTAMP(6), ?) "+
+		"ON DUPLICATE KEY UPDATE hlc = VALUES(hlc), wall = VALUES(wall), watermarks = VALUES(watermarks)",
+		r.cfg.Schema.MetaSchema, schema.Heartbeat)
 	t := time.NewTicker(r.cfg.Heartbeat.Interval.Duration())
 	defer t.Stop()
 	failing := false
+	wm, wmAt := "", time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		// The heartbeat carries this site's applied watermarks to the
+		// others (tombstone collection); refreshed once a second.
+		if time.Since(wmAt) >= time.Second {
+			if own, err := r.ownWatermarks(ctx); err == nil {
+				wm, wmAt = watermarkText(own), time.Now()
+			}
+		}
 		ts, err := r.clock.Now()
 		if err == nil {
-			_, err = r.db.ExecContext(ctx, q, r.cfg.Site.ID, uint64(ts))
+			_, err = r.db.ExecContext(ctx, q, r.cfg.Site.ID, uint64(ts), wm)
 		}
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:

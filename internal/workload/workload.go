@@ -120,8 +120,18 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 				return st, nil
 			}
 			st.Errors++
-			if st.Errors > 1000+st.Txns {
+			if st.Errors > 100000+st.Txns {
 				return st, fmt.Errorf("workload: too many failed transactions, last: %w", err)
+			}
+			// A failed transaction (deadlock, or the server restarting in a
+			// fault test) is retried with a new random one after a short
+			// backoff, so a down server is not hammered.
+			t := time.NewTimer(10 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return st, nil
+			case <-t.C:
 			}
 			continue
 		}

@@ -35,12 +35,16 @@ type Config struct {
 	Schema    Schema    `yaml:"schema"`
 	Clock     Clock     `yaml:"clock"`
 	Heartbeat Heartbeat `yaml:"heartbeat"`
+	// Tombstones configures the collection of delete tombstones.
+	Tombstones Tombstones `yaml:"tombstones"`
 	// StateDir holds the replicator's Pebble store (reader checkpoint, HLC
 	// upper bound, parked messages). Required; one directory per
 	// replicator process.
 	StateDir string `yaml:"state_dir"`
-	Admin    Admin  `yaml:"admin"`
-	Log      Log    `yaml:"log"`
+	// Tenants configures tenant resolution and the registry (tenants.go).
+	Tenants Tenants `yaml:"tenants"`
+	Admin   Admin   `yaml:"admin"`
+	Log     Log     `yaml:"log"`
 }
 
 // Site identifies the local site.
@@ -212,6 +216,15 @@ type Heartbeat struct {
 	Interval Duration `yaml:"interval"`
 }
 
+// Tombstones configures tombstone garbage collection (docs/tombstones.md).
+type Tombstones struct {
+	// GCInterval is how often collection runs; 0 disables it.
+	GCInterval Duration `yaml:"gc_interval"`
+	// GCGrace is how far below the lowest applied watermark of all sites a
+	// tombstone's version must be before it is collected.
+	GCGrace Duration `yaml:"gc_grace"`
+}
+
 // Admin configures the HTTP admin server (pkg/admin).
 type Admin struct {
 	Listen string `yaml:"listen"`
@@ -308,8 +321,13 @@ func Default() *Config {
 			Enabled:  true,
 			Interval: Duration(100 * time.Millisecond),
 		},
-		Admin: Admin{Listen: DefaultAdminListen},
-		Log:   Log{Level: LevelInfo, Format: FormatJSON},
+		Tombstones: Tombstones{
+			GCInterval: Duration(time.Minute),
+			GCGrace:    Duration(time.Hour),
+		},
+		Tenants: defaultTenants(),
+		Admin:   Admin{Listen: DefaultAdminListen},
+		Log:     Log{Level: LevelInfo, Format: FormatJSON},
 	}
 }
 
@@ -329,6 +347,9 @@ func (c *Config) Redacted() *Config {
 	if r.Admin.Token != "" {
 		r.Admin.Token = redacted
 	}
+	if r.Tenants.Redis.Password != "" {
+		r.Tenants.Redis.Password = redacted
+	}
 	return r
 }
 
@@ -340,5 +361,6 @@ func (c *Config) clone() *Config {
 	r.Kafka.Brokers = slices.Clone(c.Kafka.Brokers)
 	r.Peers = slices.Clone(c.Peers)
 	r.Schema.Tables = slices.Clone(c.Schema.Tables)
+	r.Tenants = c.Tenants.clone()
 	return &r
 }

@@ -66,9 +66,11 @@ func (c *Config) check() problems {
 	c.Schema.check(&ps)
 	c.Clock.check(&ps)
 	c.Heartbeat.check(&ps)
+	c.Tombstones.check(&ps)
 	if strings.TrimSpace(c.StateDir) == "" {
 		ps.add("state_dir", "required; set a directory for the replicator's Pebble store (or %s)", EnvStateDir)
 	}
+	c.Tenants.check(&ps)
 	c.Admin.check(&ps)
 	c.Log.check(&ps)
 	return ps
@@ -284,6 +286,13 @@ func (c *Clock) check(ps *problems) {
 
 func (h *Heartbeat) check(ps *problems) {
 	checkDuration(ps, "heartbeat.interval", h.Interval, 10*time.Millisecond, time.Hour)
+}
+
+func (t *Tombstones) check(ps *problems) {
+	if t.GCInterval != 0 {
+		checkDuration(ps, "tombstones.gc_interval", t.GCInterval, 100*time.Millisecond, 24*time.Hour)
+	}
+	checkDuration(ps, "tombstones.gc_grace", t.GCGrace, 0, 30*24*time.Hour)
 }
 
 // IsLoopback reports whether the host part of a host:port address is a

@@ -111,6 +111,7 @@ func metaTables(v string) []metaTable {
 			{"site", "TINYINT UNSIGNED", "NOT NULL"},
 			{"hlc", "BIGINT UNSIGNED", "NOT NULL"},
 			{"wall", ts, now},
+			{"watermarks", "VARCHAR(2048)", "NOT NULL DEFAULT '' COMMENT 'origin:applied_hlc,... of the writing site, for tombstone collection'"},
 			{v, "BIGINT UNSIGNED", "NOT NULL DEFAULT 0"},
 		},
 		pk: []string{"site"},
