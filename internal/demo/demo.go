@@ -19,13 +19,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tandemdb/tandem/internal/compare"
+	"github.com/tandemdb/tandem/internal/promtext"
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
 )
@@ -214,8 +214,8 @@ func (d *demo) run(ctx context.Context) error {
 			return err
 		}
 		d.say("  %s applied %.0f row changes from its peer; conflicts resolved (incoming version lost): %.0f; duplicates skipped: %.0f; loop-dropped: %.0f",
-			s.name, m.sum("tandem_rows_applied_total"), m.sum("tandem_conflicts_total"), m.sum("tandem_duplicates_total"), m.sum("tandem_txns_dropped_loop_total"))
-		d.say("  %s replication lag (peer → %s): p50 %s, p99 %s", s.name, s.name, m.quantile("tandem_replication_lag_seconds", 0.5), m.quantile("tandem_replication_lag_seconds", 0.99))
+			s.name, m.Sum("tandem_rows_applied_total"), m.Sum("tandem_conflicts_total"), m.Sum("tandem_duplicates_total"), m.Sum("tandem_txns_dropped_loop_total"))
+		d.say("  %s replication lag from heartbeats (peer → %s): p50 %s, p99 %s", s.name, s.name, lagQuantile(m, 0.5), lagQuantile(m, 0.99))
 	}
 	d.say("  drained %s after the workload started", drained.Round(time.Millisecond))
 
@@ -327,15 +327,7 @@ func (d *demo) close() {
 	}
 }
 
-// metrics is one scrape of a replicator's /metrics.
-type metrics map[string][]sample
-
-type sample struct {
-	labels string
-	value  float64
-}
-
-func (d *demo) scrape(s *site) (metrics, error) {
+func (d *demo) scrape(s *site) (promtext.Metrics, error) {
 	req, _ := http.NewRequest("GET", "http://"+s.admin+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := http.DefaultClient.Do(req)
@@ -347,77 +339,17 @@ func (d *demo) scrape(s *site) (metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := metrics{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, rest := line, ""
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name, rest = line[:i], line[i:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		m[name] = append(m[name], sample{labels: rest, value: v})
-	}
-	return m, nil
+	return promtext.Parse(string(body)), nil
 }
 
-func (m metrics) sum(name string) float64 {
-	var s float64
-	for _, x := range m[name] {
-		s += x.value
-	}
-	return s
-}
-
-// quantile estimates a quantile of a Prometheus histogram the way
-// histogram_quantile does (linear within the bucket), over all series.
-func (m metrics) quantile(name string, q float64) string {
-	type bucket struct{ le, n float64 }
-	acc := map[float64]float64{}
-	for _, x := range m[name+"_bucket"] {
-		i := strings.Index(x.labels, `le="`)
-		if i < 0 {
-			continue
-		}
-		s := x.labels[i+4:]
-		s = s[:strings.IndexByte(s, '"')]
-		le, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			continue
-		}
-		acc[le] += x.value
-	}
-	var bs []bucket
-	for le, n := range acc {
-		bs = append(bs, bucket{le, n})
-	}
-	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
-	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+// lagQuantile renders quantile q of the heartbeat lag histogram.
+func lagQuantile(m promtext.Metrics, q float64) string {
+	v := promtext.Quantile(m.Buckets("tandem_replication_lag_seconds"), q)
+	switch {
+	case math.IsNaN(v):
 		return "n/a"
+	case math.IsInf(v, 1):
+		return "> 60s"
 	}
-	rank := q * bs[len(bs)-1].n
-	prevLe, prevN := 0.0, 0.0
-	for _, b := range bs {
-		if b.n >= rank {
-			if math.IsInf(b.le, 1) {
-				return fmt.Sprintf("> %s", time.Duration(prevLe*float64(time.Second)))
-			}
-			frac := 0.0
-			if b.n > prevN {
-				frac = (rank - prevN) / (b.n - prevN)
-			}
-			v := prevLe + (b.le-prevLe)*frac
-			return time.Duration(v * float64(time.Second)).Round(100 * time.Microsecond).String()
-		}
-		prevLe, prevN = b.le, b.n
-	}
-	return "n/a"
+	return time.Duration(v * float64(time.Second)).Round(100 * time.Microsecond).String()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tandemdb/tandem/pkg/hlc"
 	"github.com/tandemdb/tandem/pkg/metrics"
 	"github.com/tandemdb/tandem/pkg/pipeline"
+	"github.com/tandemdb/tandem/pkg/schema"
 	"github.com/tandemdb/tandem/pkg/sink"
 )
 
@@ -92,13 +93,21 @@ func (o *observer) sync() {
 // Applied implements pipeline.Observer.
 func (o *observer) Applied(origin uint8, _ int, res sink.Result, txns []event.Txn, now time.Time) {
 	on := o.name(origin)
-	var newest hlc.Timestamp
 	for i := range txns {
 		o.m.TxnApplied(on, txns[i].Tenant, len(txns[i].Changes))
-		newest = max(newest, txns[i].Stamp)
-	}
-	if newest != 0 {
-		o.m.ObserveLag(on, now.Sub(newest.Time()))
+		// Lag is measured from heartbeats (DESIGN.md §7): the origin's
+		// clock when it wrote the row, to now, when the row is applied
+		// here. They flow every 100 ms whether or not users write.
+		for _, ch := range txns[i].Changes {
+			if ch.Table != schema.Heartbeat || ch.Op == event.OpDelete {
+				continue
+			}
+			for j, col := range ch.Columns {
+				if col == "hlc" && j < len(ch.Row) && ch.Row[j].Kind == event.KindUint {
+					o.m.ObserveLag(on, now.Sub(hlc.Timestamp(ch.Row[j].Uint).Time()))
+				}
+			}
+		}
 	}
 	for range res.Conflicts {
 		o.m.Conflict(on, "", "lost")

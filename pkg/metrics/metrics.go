@@ -45,7 +45,9 @@ const (
 
 // LagBuckets are the replication lag histogram's upper bounds in seconds,
 // from 1 ms (same-host sites) to 60 s (an outage being caught up).
-var LagBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+// Fine steps between 10 ms and 500 ms, where lag SLOs live, so that
+// histogram_quantile can tell a p99 of 150 ms from one of 200 ms.
+var LagBuckets = []float64{.001, .0025, .005, .01, .02, .03, .05, .075, .1, .125, .15, .175, .2, .25, .3, .4, .5, .75, 1, 2.5, 5, 10, 30, 60}
 
 // Option configures New.
 type Option func(*options)
