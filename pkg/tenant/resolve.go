@@ -1,0 +1,241 @@
+package tenant
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"sync"
+
+	"github.com/tandemdb/tandem/pkg/event"
+)
+
+// Rule maps tables to tenants. Exactly one of Column and SchemaPattern is
+// set:
+//
+//   - Column: tables matching Schema.Table (path.Match globs; Table
+//     defaults to "*") belong to the tenant named by that column's value
+//     in each row (shared tables, e.g. shop.* with tenant_id);
+//   - SchemaPattern: tables whose schema name fully matches the regular
+//     expression belong to the tenant its first capture group names
+//     (schema-per-tenant, e.g. `tenant_(\w+)`), Table again filtering.
+//
+// The first matching rule decides; a table no rule matches belongs to the
+// global tenant. Every site must hold the same rules: the applier checks
+// each change against them (isolation) with the answer the source gave.
+type Rule struct {
+	Schema        string `yaml:"schema,omitempty" json:"schema,omitempty"`
+	Table         string `yaml:"table,omitempty" json:"table,omitempty"`
+	Column        string `yaml:"column,omitempty" json:"column,omitempty"`
+	SchemaPattern string `yaml:"schema_pattern,omitempty" json:"schema_pattern,omitempty"`
+}
+
+// Check explains what is wrong with r, or returns nil.
+func (r Rule) Check() error {
+	_, err := compileRule(r)
+	return err
+}
+
+type compiledRule struct {
+	Rule
+	re *regexp.Regexp
+}
+
+func compileRule(r Rule) (compiledRule, error) {
+	c := compiledRule{Rule: r}
+	if c.Table == "" {
+		c.Table = "*"
+	}
+	if _, err := path.Match(c.Table, ""); err != nil {
+		return c, fmt.Errorf("table %q is not a valid glob (%v); allowed e.g. \"orders\", \"*\", \"order_*\"", r.Table, err)
+	}
+	switch {
+	case r.Column != "" && r.SchemaPattern != "":
+		return c, fmt.Errorf("both column and schema_pattern are set; allowed one of them")
+	case r.Column != "":
+		if r.Schema == "" {
+			return c, fmt.Errorf("column %q needs schema (a glob such as \"shop\" or \"shop_*\")", r.Column)
+		}
+		if _, err := path.Match(r.Schema, ""); err != nil {
+			return c, fmt.Errorf("schema %q is not a valid glob (%v)", r.Schema, err)
+		}
+	case r.SchemaPattern != "":
+		if r.Schema != "" {
+			return c, fmt.Errorf("schema and schema_pattern are both set; allowed one of them")
+		}
+		re, err := regexp.Compile("^(?:" + r.SchemaPattern + ")$")
+		if err != nil {
+			return c, fmt.Errorf("schema_pattern %q is not a regular expression: %v", r.SchemaPattern, err)
+		}
+		if re.NumSubexp() < 1 {
+			return c, fmt.Errorf("schema_pattern %q has no capture group; allowed a pattern whose first group names the tenant, e.g. `tenant_(\\w+)`", r.SchemaPattern)
+		}
+		c.re = re
+	default:
+		return c, fmt.Errorf("neither column nor schema_pattern is set; allowed one of them")
+	}
+	return c, nil
+}
+
+// Resolver tells which tenant a row change belongs to. It is safe for
+// concurrent use and caches its per-table decision.
+type Resolver struct {
+	rules []compiledRule
+	mu    sync.RWMutex
+	cache map[tableKey]tableMapping
+}
+
+type tableKey struct{ schema, table string }
+
+// tableMapping is the decision for one table.
+type tableMapping struct {
+	kind   uint8  // mapNone, mapColumn, mapSchema
+	column string // mapColumn
+	tenant string // mapSchema
+}
+
+const (
+	mapNone uint8 = iota
+	mapColumn
+	mapSchema
+)
+
+// NewResolver compiles rules; the error names the bad rule.
+func NewResolver(rules []Rule) (*Resolver, error) {
+	r := &Resolver{cache: map[tableKey]tableMapping{}}
+	for i, rule := range rules {
+		c, err := compileRule(rule)
+		if err != nil {
+			return nil, fmt.Errorf("tenant rule %d: %w", i, err)
+		}
+		r.rules = append(r.rules, c)
+	}
+	return r, nil
+}
+
+// Mapped reports whether any rule exists (nil or empty: everything is
+// global).
+func (r *Resolver) Mapped() bool { return r != nil && len(r.rules) > 0 }
+
+func (r *Resolver) mapping(schema, table string) tableMapping {
+	k := tableKey{schema, table}
+	r.mu.RLock()
+	m, ok := r.cache[k]
+	r.mu.RUnlock()
+	if ok {
+		return m
+	}
+	m = tableMapping{}
+	for _, rule := range r.rules {
+		if ok, _ := path.Match(rule.Table, table); !ok {
+			continue
+		}
+		if rule.re != nil {
+			sub := rule.re.FindStringSubmatch(schema)
+			if sub == nil {
+				continue
+			}
+			m.kind, m.tenant = mapSchema, sub[1]
+			break
+		}
+		if ok, _ := path.Match(rule.Schema, schema); ok {
+			m.kind, m.column = mapColumn, rule.Column
+			break
+		}
+	}
+	r.mu.Lock()
+	if len(r.cache) > 100_000 {
+		clear(r.cache) // schema-per-tenant fleets: bound the cache
+	}
+	r.cache[k] = m
+	r.mu.Unlock()
+	return m
+}
+
+// Tenant returns the tenant ch belongs to. A mapped table whose tenant
+// column is missing from the change or NULL belongs to the global tenant:
+// the answer must be a pure function of the change, so that the source and
+// every applier agree on it.
+func (r *Resolver) Tenant(ch *event.Change) string {
+	if !r.Mapped() {
+		return Global
+	}
+	m := r.mapping(ch.Schema, ch.Table)
+	switch m.kind {
+	case mapSchema:
+		return m.tenant
+	case mapColumn:
+		for j, c := range ch.Columns {
+			if c == m.column && j < len(ch.Row) {
+				return ValueString(ch.Row[j])
+			}
+		}
+		return Global
+	}
+	return Global
+}
+
+// ValueString renders a tenant column value as the tenant id.
+func ValueString(v event.Value) string {
+	switch v.Kind {
+	case event.KindNull:
+		return Global
+	case event.KindInt:
+		return strconv.FormatInt(v.Int, 10)
+	case event.KindUint, event.KindBit:
+		return strconv.FormatUint(v.Uint, 10)
+	case event.KindFloat32:
+		return strconv.FormatFloat(v.Float, 'g', -1, 32)
+	case event.KindFloat64:
+		return strconv.FormatFloat(v.Float, 'g', -1, 64)
+	}
+	return string(v.Bytes)
+}
+
+// Split cuts t into one transaction per tenant, in the order each tenant
+// first appears, each keeping its changes in their original order. Every
+// part keeps t's identity (origin, GTID, stamp, commit time, fragment
+// number, Last, Position); the caller decides which part carries the resume
+// position (the last). A transaction whose changes all belong to one tenant
+// comes back as itself with Tenant set; one without changes comes back
+// unchanged (a position-only marker).
+func Split(t event.Txn, r *Resolver) []event.Txn {
+	if len(t.Changes) == 0 {
+		return []event.Txn{t}
+	}
+	first := r.Tenant(&t.Changes[0])
+	same := true
+	for i := 1; i < len(t.Changes) && same; i++ {
+		same = r.Tenant(&t.Changes[i]) == first
+	}
+	if same {
+		t.Tenant = first
+		return []event.Txn{t}
+	}
+	idx := map[string]int{}
+	var parts []event.Txn
+	for i := range t.Changes {
+		ten := r.Tenant(&t.Changes[i])
+		j, ok := idx[ten]
+		if !ok {
+			j = len(parts)
+			idx[ten] = j
+			p := t
+			p.Tenant, p.Changes = ten, nil
+			parts = append(parts, p)
+		}
+		parts[j].Changes = append(parts[j].Changes, t.Changes[i])
+	}
+	return parts
+}
+
+// Foreign returns the index of the first change of t that does not belong
+// to t.Tenant under r, or -1: the isolation check of an applier.
+func Foreign(t *event.Txn, r *Resolver) (int, string) {
+	for i := range t.Changes {
+		if got := r.Tenant(&t.Changes[i]); got != t.Tenant {
+			return i, got
+		}
+	}
+	return -1, ""
+}
