@@ -200,7 +200,8 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 	}
 	defer c.Close()
 
-	conn, err := gate.dialInternal()
+	gate.open(nil)
+	conn, err := net.Dial("tcp", public.Addr().String())
 	if err != nil {
 		return fmt.Errorf("connect to kfake: %w", err)
 	}
