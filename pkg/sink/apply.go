@@ -102,7 +102,7 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 				it.state = stateDuplicate
 			default:
 				current := pol.Max(it.rowV, it.tombV)
-				a.lose(tp.meta, it, current, "")
+				a.lose(tp.meta, it, current, kindLost, "")
 			}
 		}
 	}
@@ -119,11 +119,11 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 	return nil
 }
 
-// lose records that it lost to the local version current.
-func (a *applier) lose(m *tableMeta, it *item, current hlc.Timestamp, detail string) {
+// lose records that it lost to the local version current: a conflict of
+// kind (kindLost or kindUniqueKey).
+func (a *applier) lose(m *tableMeta, it *item, current hlc.Timestamp, kind, detail string) {
 	it.state = stateConflict
-	kind := kindLost
-	if h := a.s.cfg.Policy.HomeSite; h != 0 && current.Site() == h && it.ch.Version.Site() != h && it.ch.Version > current {
+	if h := a.s.cfg.Policy.HomeSite; kind == kindLost && h != 0 && current.Site() == h && it.ch.Version.Site() != h && it.ch.Version > current {
 		// It would have won on its HLC: a write at a non-home site of a
 		// home-only tenant.
 		kind = kindHomeOnly
@@ -408,7 +408,7 @@ func (a *applier) deletes(ctx context.Context, tp *tablePlan) error {
 	// with a lock, so it also waits for, and then removes, a row that a
 	// concurrent transaction inserted after the lookup found none; that
 	// transaction's own post-upsert check sees this tombstone otherwise
-	// (see upserts).
+	// (see checkFresh).
 	head = []byte("DELETE FROM " + m.qTable + " WHERE ")
 	return a.multiRow(ctx, m, items, head, "", " OR ", func(b []byte, it *item) ([]byte, error) {
 		b = append(b, '(')
@@ -670,9 +670,7 @@ func (a *applier) upsertOne(ctx context.Context, m *tableMeta, lay *layout, it *
 	if !it.present {
 		current = it.tombV
 	}
-	a.lose(m, it, current, "")
-	a.conflicts[len(a.conflicts)-1].kind = kindUniqueKey
-	a.conflicts[len(a.conflicts)-1].detail = me.Message
+	a.lose(m, it, current, kindUniqueKey, me.Message)
 	return nil
 }
 
@@ -738,7 +736,7 @@ func (a *applier) checkFresh(ctx context.Context, tp *tablePlan, fresh []*item) 
 		case conflict.Duplicate:
 			it.state = stateDuplicate
 		default:
-			a.lose(m, it, current, "")
+			a.lose(m, it, current, kindLost, "")
 		}
 		if ours {
 			undo = append(undo, it)
@@ -815,10 +813,15 @@ func (a *applier) permanent(m *tableMeta, it *item, err error) error {
 // writeConflicts inserts the conflict rows collected so far.
 func (a *applier) writeConflicts(ctx context.Context, table string) error {
 	for len(a.conflicts) > 0 {
-		n := min(len(a.conflicts), a.s.cfg.MaxRowsPerStatement)
 		a.buf = append(a.buf[:0], "INSERT INTO "+table+
 			" (schema_name, table_name, pk_json, kind, local_version, incoming_version, local_site, incoming_site, origin_gtid, tenant, detail) VALUES "...)
-		for i, c := range a.conflicts[:n] {
+		n := 0
+		for i, c := range a.conflicts {
+			// A conflict row is at most ~20 kB (the detail is cut at 16 kB).
+			if i == a.s.cfg.MaxRowsPerStatement || i > 0 && len(a.buf) > a.stmtBudget()-32<<10 {
+				break
+			}
+			n++
 			if i > 0 {
 				a.buf = append(a.buf, ',')
 			}

@@ -171,3 +171,40 @@ func TestSkewedVersionsApply(t *testing.T) {
 		t.Errorf("row version %v, want %v", st.row, future)
 	}
 }
+
+// TestRowTooLarge: a row whose statement cannot fit max_allowed_packet is a
+// PermanentError (sending it would make the server drop the connection,
+// which looks retryable and would retry for ever).
+func TestRowTooLarge(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable)
+	vs := newVersions()
+	f.apply(t, f.batch(txn(f.kv(ins, 1, "small", vs.next(2)))))
+	f.sink.maxPacket.Store(8 << 10) // the idle connection keeps it
+	_, err := f.sink.Apply(context.Background(), f.batch(txn(f.kv(ins, 2, "ok", vs.next(2))), txn(f.kv(ins, 3, strings.Repeat("x", 9000), vs.next(2)))))
+	var pe *PermanentError
+	if !errors.As(err, &pe) || pe.TxnIndex != 1 || !strings.Contains(err.Error(), "max_allowed_packet") {
+		t.Errorf("Apply: %v, want a PermanentError for transaction 1 about max_allowed_packet", err)
+	}
+}
+
+// TestUnpreparedMetaSchema: missing bookkeeping tables are a setup step not
+// yet done: a retryable error that says what to run.
+func TestUnpreparedMetaSchema(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable)
+	cfg := f.sink.cfg
+	cfg.MetaSchema = "no_such_meta_schema"
+	s, err := NewMySQL(f.m.DB(t, ""), cfg, f.sink.log, f.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Apply(context.Background(), f.batch(txn(f.kv(ins, 1, "a", newVersions().next(2)))))
+	if err == nil || !IsRetryable(err) || !strings.Contains(err.Error(), "replicator schema prepare") {
+		t.Errorf("Apply: %v, want a retryable error naming `replicator schema prepare`", err)
+	}
+	if _, err := s.Offsets(context.Background(), "t"); err == nil || !IsRetryable(err) {
+		t.Errorf("Offsets: %v, want a retryable error", err)
+	}
+}

@@ -126,16 +126,6 @@ func (f *fixture) apply(t testing.TB, b Batch) Result {
 	return res
 }
 
-// applyRetrying applies b, retrying retryable errors (deadlocks).
-func (f *fixture) applyRetrying(t testing.TB, b Batch) (Result, error) {
-	for attempt := 0; ; attempt++ {
-		res, err := f.sink.Apply(context.Background(), b)
-		if err == nil || !IsRetryable(err) || attempt == 50 {
-			return res, err
-		}
-	}
-}
-
 // query returns the rows of q as strings ("NULL" for NULL), columns joined
 // by "|".
 func (f *fixture) query(t testing.TB, q string, args ...any) []string {

@@ -32,7 +32,8 @@ import (
 //     tombstones to the sink.
 var sessionSQL = []string{
 	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-	"SET NAMES utf8mb4, SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
+	"SET NAMES utf8mb4",
+	"SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
 		"SESSION time_zone = '+00:00', " + schema.ApplySessionVar + " = 1",
 }
 
@@ -42,7 +43,10 @@ var sessionSQL = []string{
 //
 // It keeps its own connections, taken from db and configured once (see
 // sessionSQL); they never go back to db's pool, so the session settings
-// cannot leak into other users of db.
+// cannot leak into other users of db. It holds one connection per Apply
+// in flight and keeps them between batches: give it a pool of its own, or
+// one whose MaxOpenConns leaves room for the partitions applied in
+// parallel.
 type MySQL struct {
 	db    *sql.DB
 	cfg   Config
@@ -108,25 +112,31 @@ func (s *MySQL) Close() error {
 
 // Offsets returns the stored next offset of every partition of topic, for
 // the consumer to seek to at start.
-func (s *MySQL) Offsets(ctx context.Context, topic string) (map[int]int64, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT part, next_offset FROM "+s.qOffsets+" WHERE topic = ?", topic)
+func (s *MySQL) Offsets(ctx context.Context, topic string) (offs map[int]int64, err error) {
+	conn, _, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { s.release(conn, err == nil || sqlErrorNumber(err) != 0) }()
+	q := appendTextString([]byte("SELECT part, next_offset FROM "+s.qOffsets+" WHERE topic = "), topic)
+	rows, err := conn.QueryContext(ctx, string(q))
 	if err != nil {
 		return nil, bookkeepingError("read offsets from", s.qOffsets, err)
 	}
 	defer rows.Close()
-	out := map[int]int64{}
+	offs = map[int]int64{}
 	for rows.Next() {
 		var part int
 		var next int64
 		if err := rows.Scan(&part, &next); err != nil {
 			return nil, fmt.Errorf("sink: read offsets from %s: %w", s.qOffsets, err)
 		}
-		out[part] = next
+		offs[part] = next
 	}
 	if err := rows.Err(); err != nil {
 		return nil, bookkeepingError("read offsets from", s.qOffsets, err)
 	}
-	return out, nil
+	return offs, nil
 }
 
 // Apply applies b in one target transaction:
@@ -359,7 +369,17 @@ func (s *MySQL) writeParked(ctx context.Context, tx *sql.Tx, a *applier, b Batch
 		q = append(q, ',')
 		q = appendTextString(q, truncateUTF8(p.Err, 16000))
 		q = append(q, ',')
+		n := len(q)
 		q = appendBinaryString(q, p.Payload)
+		if len(q) > a.rowLimit() {
+			// Parking must not stall the partition: keep the message's
+			// place and reason without its body, which stays in Kafka
+			// until retention.
+			s.log.Error("parked message is too large for the target's max_allowed_packet; storing it without payload",
+				zap.String("topic", b.Topic), zap.Int("partition", b.Partition), zap.Int64("offset", p.Offset),
+				zap.Int("payload_bytes", len(p.Payload)))
+			q = append(q[:n], "NULL"...)
+		}
 		// The unique key (topic, part, msg_offset) makes a replay a no-op;
 		// unlike INSERT IGNORE this still fails on anything else.
 		q = append(q, ") ON DUPLICATE KEY UPDATE id = id"...)
