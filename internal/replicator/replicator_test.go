@@ -1,0 +1,77 @@
+package replicator
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/tandemdb/tandem/pkg/hlc"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestWatermarkTextRoundTrip(t *testing.T) {
+	wm := map[uint8]hlc.Timestamp{2: hlc.New(1700000000000, 3, 2), 1: hlc.New(1700000000123, 0, 1), 255: 1}
+	text := watermarkText(wm)
+	if !strings.HasPrefix(text, "1:") {
+		t.Fatalf("not in origin order: %q", text)
+	}
+	got := parseWatermarks(text)
+	if len(got) != len(wm) {
+		t.Fatalf("parsed %v from %q, want %v", got, text, wm)
+	}
+	for k, v := range wm {
+		if got[k] != v {
+			t.Fatalf("origin %d: %v, want %v", k, got[k], v)
+		}
+	}
+	// Malformed parts are skipped, not fatal: a newer peer's format must
+	// not stop this one.
+	if got := parseWatermarks("x,3:5,4:y,:1,300:1,5:7"); len(got) != 2 || got[3] != 5 || got[5] != 7 {
+		t.Fatalf("lenient parse = %v", got)
+	}
+	if got := parseWatermarks(""); len(got) != 0 {
+		t.Fatalf("empty parse = %v", got)
+	}
+}
+
+func TestMainUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	env := func(string) string { return "" }
+	if code := Main(context.Background(), nil, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage") {
+		t.Fatalf("no args: code %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := Main(context.Background(), []string{"frobnicate"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: code %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := Main(context.Background(), []string{"run"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--config FILE is required") {
+		t.Fatalf("run without config: code %d, stderr %q", code, errb.String())
+	}
+	out.Reset()
+	if code := Main(context.Background(), []string{"version"}, env, &out, &errb); code != 0 || !strings.Contains(out.String(), "tandem replicator") {
+		t.Fatalf("version: code %d, stdout %q", code, out.String())
+	}
+}
+
+// TestRunRejectsBadConfig: every problem is named, with its field.
+func TestRunRejectsBadConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("site: {id: 1, name: a}\nkafka: {brokers: []}\n"), 0o600)
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), []string{"run", "--config", cfg}, func(string) string { return "" }, &out, &errb)
+	if code != 1 {
+		t.Fatalf("code %d, want 1; stderr %q", code, errb.String())
+	}
+	for _, want := range []string{"database.user", "reader.server_id", "kafka.brokers", "state_dir"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("error lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
