@@ -41,12 +41,17 @@ func TestCrashSafety(t *testing.T) {
 
 	// Kill the source-side and the sink-side replicator alternately, at
 	// random moments, while the load runs.
-	kills := 0
+	kills, duringLoad := 0, 0
 	for kills < 6 {
 		wait := time.Duration(500+r.IntN(2500)) * time.Millisecond
 		select {
 		case <-done:
-		case <-time.After(wait):
+		case <-time.After(wait): // a random moment, not a synchronisation
+		}
+		select {
+		case <-done:
+		default:
+			duringLoad++
 		}
 		victim := kills % 2
 		c.kill(victim)
@@ -54,6 +59,9 @@ func TestCrashSafety(t *testing.T) {
 		kills++
 	}
 	<-done
+	if duringLoad < 5 {
+		t.Fatalf("only %d of %d SIGKILLs hit while the load ran; the test needs at least 5", duringLoad, kills)
+	}
 	if werr != nil {
 		t.Fatal(werr)
 	}
