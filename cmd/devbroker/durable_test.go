@@ -767,7 +767,7 @@ func TestDataDirLockedWhileInUse(t *testing.T) {
 
 // runInProcess runs the broker in this process (so the race detector sees
 // the journal and the control functions) until the returned stop is called.
-func runInProcess(t *testing.T, args ...string) (addr string, stop func()) {
+func runInProcess(t testing.TB, args ...string) (addr string, stop func()) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	ctx, cancel := context.WithCancel(context.Background())

@@ -262,6 +262,13 @@ func (j *journal) syncLoop() {
 	}
 }
 
+// failure returns the error that stopped the journal, once failed is closed.
+func (j *journal) failure() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.err
+}
+
 // Close syncs what has been appended and closes the file.
 func (j *journal) Close() error {
 	j.mu.Lock()

@@ -1,20 +1,32 @@
-// Command devbroker runs an in-memory, single-node broker that speaks the
-// Kafka wire protocol (github.com/twmb/franz-go/pkg/kfake). It exists for
-// integration tests (internal/testenv) and `make demo` only: production runs
-// on a real Kafka cluster, and nothing in the product depends on this broker.
+// Command devbroker runs a single-node broker that speaks the Kafka wire
+// protocol (github.com/twmb/franz-go/pkg/kfake). It exists for integration
+// tests (internal/testenv) and `make demo` only: production runs on a real
+// Kafka cluster, and nothing in the product depends on this broker.
 //
-// The log lives in memory: a killed or stopped broker loses every topic and
-// record. Callers that restart it must expect topics to be gone and recreate
-// them (or rely on -auto-create).
+// kfake keeps its log in memory. Without -data-dir a killed or stopped
+// broker loses every topic and record. With -data-dir it is durable like a
+// real broker: every request that changes state (CreateTopics,
+// CreatePartitions, DeleteTopics, DeleteRecords, AlterConfigs,
+// IncrementalAlterConfigs, Produce, and metadata requests that auto-create
+// topics) is appended to DIR/journal before kfake applies it, a response
+// reaches the client only once the journal is fsynced (so acks=all means
+// on disk), and on start the journal is replayed into kfake before any
+// client connection is accepted: every partition comes back with the same
+// records at the same offsets. A torn last write is dropped. Not kept:
+// consumer-group state and committed offsets, topic IDs (new ones on every
+// start), and LogAppendTime timestamps; idempotent producers get producer
+// IDs from devbroker and their retries are not deduplicated.
 //
 // Usage:
 //
 //	devbroker [-listen 127.0.0.1:0] [-partitions 1] [-auto-create=true]
 //	          [-topics a,b:3] [-ready-file PATH] [-log-level warn]
+//	          [-data-dir DIR]
 //
-// Once listening, the bound address is logged on stderr and, with
-// -ready-file, written atomically to PATH so callers can wait for the file
-// instead of sleeping. SIGINT or SIGTERM stops the broker and exits 0.
+// Once listening (and, with -data-dir, done replaying), the bound address is
+// logged on stderr and, with -ready-file, written atomically to PATH so
+// callers can wait for the file instead of sleeping. SIGINT or SIGTERM stops
+// the broker and exits 0.
 package main
 
 import (

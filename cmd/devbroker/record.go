@@ -34,12 +34,15 @@ import (
 //     restart with other flags replays the same topics;
 //   - topics created by metadata requests (auto-creation) are journaled as
 //     the CreateTopics request they amount to;
+//   - produce requests are journaled with acks=-1, so that replay gets a
+//     response to each (kfake appends the same for acks 0, 1 and -1, but
+//     after an acks=0 request it answers nothing more on that connection);
 //   - kfake's idempotent-producer state (random producer IDs, sequence
 //     windows) is not in the journal, so the broker hands out producer IDs
 //     itself and kfake never tracks sequences: see initProducerID.
 type recorder struct {
 	c          *kfake.Cluster
-	j          *journal
+	j          *journal // set before recording is switched on
 	partitions int32
 	autoCreate bool
 	// versions are kfake's supported [min, max] versions per request key,

@@ -67,7 +67,10 @@ func (c *rawClient) send(req kmsg.Request, onResp func(kmsg.Response)) error {
 	select {
 	case c.pending <- p:
 	case <-c.done:
-		return c.readErr()
+		if err := c.readErr(); err != nil {
+			return err
+		}
+		return net.ErrClosed
 	}
 	c.buf = c.format.AppendRequest(c.buf[:0], req, p.corr)
 	if _, err := c.conn.Write(c.buf); err != nil {

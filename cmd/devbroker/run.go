@@ -155,27 +155,28 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
 	defer c.Close()
-	addr := c.ListenAddrs()[0]
-	return ready(ctx, cfg, addr, "in-memory; data is lost on exit", nil, stderr)
+	unpublish, err := publish(cfg, c.ListenAddrs()[0], "in-memory; data is lost on exit", stderr)
+	if err != nil {
+		return err
+	}
+	defer unpublish()
+	<-ctx.Done()
+	fmt.Fprintf(stderr, "devbroker: shutting down\n")
+	return nil
 }
 
-// ready publishes addr and blocks until ctx is cancelled or failed closes.
-func ready(ctx context.Context, cfg config, addr, note string, failed <-chan struct{}, stderr io.Writer) error {
-	if cfg.readyFile != "" {
-		if err := writeFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
-			return fmt.Errorf("write ready file: %w", err)
-		}
-		// A stale file would tell the next caller that a dead broker is up.
-		defer os.Remove(cfg.readyFile)
-	}
+// publish logs addr and writes it to the ready file; the returned func
+// removes the file again.
+func publish(cfg config, addr, note string, stderr io.Writer) (func(), error) {
 	fmt.Fprintf(stderr, "devbroker: listening on %s (%s)\n", addr, note)
-	select {
-	case <-ctx.Done():
-		fmt.Fprintf(stderr, "devbroker: shutting down\n")
-		return nil
-	case <-failed:
-		return errors.New("the journal failed; stopping so that no client is told a write is durable when it is not")
+	if cfg.readyFile == "" {
+		return func() {}, nil
 	}
+	if err := writeFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
+		return nil, fmt.Errorf("write ready file: %w", err)
+	}
+	// A stale file would tell the next caller that a dead broker is up.
+	return func() { os.Remove(cfg.readyFile) }, nil
 }
 
 // serveDurable runs the broker on a journal in cfg.dataDir: it replays the
@@ -200,8 +201,7 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 	}
 	defer c.Close()
 
-	gate.open(nil)
-	conn, err := net.Dial("tcp", public.Addr().String())
+	conn, err := gate.dialInternal()
 	if err != nil {
 		return fmt.Errorf("connect to kfake: %w", err)
 	}
@@ -231,7 +231,7 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 	}
 	took := time.Since(start).Round(time.Millisecond)
 	if res.size > res.validEnd {
-		fmt.Fprintf(stderr, "devbroker: journal %s: dropped a torn tail of %d bytes at offset %d (a crash cut its last write short; it was never acknowledged)\n",
+		fmt.Fprintf(stderr, "devbroker: journal %s: dropped a torn tail of %d bytes at offset %d (a write a crash interrupted; responses wait for the fsync, so none of it was acknowledged)\n",
 			path, res.size-res.validEnd, res.validEnd)
 	}
 	j, err := openJournal(path, res.validEnd)
@@ -263,7 +263,18 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 
 	note := fmt.Sprintf("journal %s: replayed %d requests, %d record batches (%d rejected again) in %v",
 		path, stats.requests, stats.batches, stats.rejected, took)
-	return ready(ctx, cfg, public.Addr().String(), note, j.failed, stderr)
+	unpublish, err := publish(cfg, public.Addr().String(), note, stderr)
+	if err != nil {
+		return err
+	}
+	defer unpublish()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintf(stderr, "devbroker: shutting down\n")
+		return nil
+	case <-j.failed:
+		return fmt.Errorf("stopping, so that no client is told a write is durable when it is not: %w", j.failure())
+	}
 }
 
 // writeFileAtomic writes data to a temporary file next to path and renames

@@ -24,12 +24,13 @@ func TestParseFlags(t *testing.T) {
 		check   func(config) bool
 	}{
 		{args: nil, check: func(c config) bool {
-			return c.listen == "127.0.0.1:0" && c.partitions == 1 && c.autoCreate && len(c.topics) == 0
+			return c.listen == "127.0.0.1:0" && c.partitions == 1 && c.autoCreate && len(c.topics) == 0 && c.dataDir == ""
 		}},
 		{args: []string{"-topics", "a, b:3", "-partitions", "2"}, check: func(c config) bool {
 			return c.topics["a"] == 2 && c.topics["b"] == 3
 		}},
 		{args: []string{"-auto-create=false"}, check: func(c config) bool { return !c.autoCreate }},
+		{args: []string{"-data-dir", "/var/tmp/b"}, check: func(c config) bool { return c.dataDir == "/var/tmp/b" }},
 		{args: []string{"-listen", "9092"}, wantErr: "want host:port"},
 		{args: []string{"-partitions", "0"}, wantErr: "at least 1"},
 		{args: []string{"-topics", "a:x"}, wantErr: "positive integer"},

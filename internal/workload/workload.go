@@ -99,21 +99,20 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 		}
 		n := 1 + r.IntN(opt.TxnRows)
 		n = min(n, opt.Changes-st.Changes())
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return st, fmt.Errorf("workload: begin: %w", err)
-		}
 		var ts Stats
-		for range n {
-			table := opt.Tables[r.IntN(len(opt.Tables))]
-			if err = op(ctx, tx, r, opt, table, &ts); err != nil {
-				break
-			}
-		}
+		tx, err := conn.BeginTx(ctx, nil)
 		if err == nil {
-			err = tx.Commit()
-		} else {
-			tx.Rollback()
+			for range n {
+				table := opt.Tables[r.IntN(len(opt.Tables))]
+				if err = op(ctx, tx, r, opt, table, &ts); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				err = tx.Commit()
+			} else {
+				tx.Rollback()
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
