@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/tandemdb/tandem/internal/fsutil"
 )
 
 // config is the parsed command line.
@@ -172,7 +174,7 @@ func publish(cfg config, addr, note string, stderr io.Writer) (func(), error) {
 	if cfg.readyFile == "" {
 		return func() {}, nil
 	}
-	if err := writeFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
+	if err := fsutil.WriteFileAtomic(cfg.readyFile, addr+"\n"); err != nil {
 		return nil, fmt.Errorf("write ready file: %w", err)
 	}
 	// A stale file would tell the next caller that a dead broker is up.
@@ -275,25 +277,4 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 	case <-j.failed:
 		return fmt.Errorf("stopping, so that no client is told a write is durable when it is not: %w", j.failure())
 	}
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames
-// it into place, so a reader sees either no file or the whole content.
-func writeFileAtomic(path, data string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

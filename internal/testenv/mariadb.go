@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/tandemdb/tandem/internal/fsutil"
 )
 
 // innodbLogFileSize keeps the template datadir small (the default redo log
@@ -244,7 +246,7 @@ func (m *MariaDB) SetFakeTime(t testing.TB, spec string) {
 	if m.fakeFile == "" {
 		t.Fatalf("testenv: MariaDB %s: SetFakeTime needs MariaDBOptions.FakeTime", m.Addr())
 	}
-	if err := writeFileAtomic(m.fakeFile, spec+"\n"); err != nil {
+	if err := fsutil.WriteFileAtomic(m.fakeFile, spec+"\n"); err != nil {
 		t.Fatalf("testenv: MariaDB %s: SetFakeTime: %v", m.Addr(), err)
 	}
 }
@@ -372,7 +374,7 @@ func startMariaDB(opt MariaDBOptions, shared bool) (*MariaDB, error) {
 	}
 	if opt.FakeTime != "" {
 		m.fakeFile = filepath.Join(root, "faketime")
-		if err := writeFileAtomic(m.fakeFile, opt.FakeTime+"\n"); err != nil {
+		if err := fsutil.WriteFileAtomic(m.fakeFile, opt.FakeTime+"\n"); err != nil {
 			os.RemoveAll(root)
 			return nil, fmt.Errorf("testenv: %w", err)
 		}

@@ -307,24 +307,3 @@ func (s *sharedServers) stopAll(failed bool) error {
 func stderrf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 }
-
-// writeFileAtomic writes data to a temporary file next to path and renames
-// it into place, so a reader sees the old content or the new, never half.
-func writeFileAtomic(path, data string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
