@@ -17,6 +17,7 @@ func (r *Replicator) registerAdmin(s *admin.Server) {
 	s.Handle("GET /v1/status", http.HandlerFunc(r.status))
 	s.Handle("POST /v1/appliers/pause", r.setPaused(true))
 	s.Handle("POST /v1/appliers/resume", r.setPaused(false))
+	r.registerTenantAdmin(s) // tenantapi.go
 }
 
 type applierStatus struct {

@@ -33,8 +33,8 @@ type observer struct {
 	topic    string
 }
 
-func newObserver(reg *prometheus.Registry, site string, names map[uint8]string) *observer {
-	return &observer{m: metrics.New(reg, site), names: names}
+func newObserver(reg *prometheus.Registry, site string, names map[uint8]string, opts ...metrics.Option) *observer {
+	return &observer{m: metrics.New(reg, site, opts...), names: names}
 }
 
 func (o *observer) name(id uint8) string {

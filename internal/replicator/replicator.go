@@ -18,10 +18,13 @@ import (
 	"github.com/tandemdb/tandem/pkg/binlog"
 	"github.com/tandemdb/tandem/pkg/checkpoint"
 	"github.com/tandemdb/tandem/pkg/config"
+	"github.com/tandemdb/tandem/pkg/conflict"
+	"github.com/tandemdb/tandem/pkg/event"
 	"github.com/tandemdb/tandem/pkg/hlc"
 	"github.com/tandemdb/tandem/pkg/pipeline"
 	"github.com/tandemdb/tandem/pkg/schema"
 	"github.com/tandemdb/tandem/pkg/sink"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // Replicator is one site's daemon.
@@ -38,6 +41,7 @@ type Replicator struct {
 	prod    *pipeline.Producer
 	obs     *observer
 	tables  []schema.TableRef // replicated tables (schema.tables)
+	tenants *tenants          // nil unless tenants.redis.addr is set
 }
 
 // New opens local state and connections and checks the source, refusing to
@@ -91,27 +95,60 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	if err != nil {
 		return nil, err
 	}
-	r.obs = newObserver(reg, cfg.Site.Name, r.peerNames())
+	r.obs = newObserver(reg, cfg.Site.Name, r.peerNames(), metricsOptions(cfg)...)
+	resolver, err := tenant.NewResolver(cfg.Tenants.Rules)
+	if err != nil {
+		return nil, err
+	}
+	var split func(event.Txn) []event.Txn
+	if resolver.Mapped() {
+		split = func(t event.Txn) []event.Txn { return tenant.Split(t, resolver) }
+	}
+	var obs pipeline.Observer = r.obs
+	if cfg.Tenants.Enabled() {
+		r.tenants = newTenants(cfg, r.store, resolver, log.Named("tenants"))
+		r.tenants.metrics = newTenantMetrics(reg, cfg.Site.Name, r.obs.m, r.obs.name)
+		r.tenants.metrics.registry = r.tenants.registry
+		obs = tenantObserver{observer: r.obs, t: r.tenants.metrics}
+	}
 	r.prod = pipeline.NewProducer(kc, cfg.LocalTopic(), parts)
 	r.source = pipeline.NewSource(pipeline.SourceConfig{
 		Topic: cfg.LocalTopic(),
 		Fatal: isFatal,
+		Split: split,
 	}, r.reader, r.prod, r.store, log.Named("source"))
 	r.obs.watchSource(r.source, r.reader, r.clock, cfg.LocalTopic())
 
 	for _, p := range cfg.Peers {
-		s, err := sink.NewMySQL(r.db, sink.Config{
-			Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn,
-			MaxRowsPerStatement: cfg.Sink.RowsPerStatement,
-		}, log.Named("sink").With(zap.String("origin", p.Name)), r.clock)
+		slog := log.Named("sink").With(zap.String("origin", p.Name))
+		newSink := func(pol conflict.Policy) (*sink.MySQL, error) {
+			return sink.NewMySQL(r.db, sink.Config{
+				Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn,
+				MaxRowsPerStatement: cfg.Sink.RowsPerStatement, Policy: pol,
+			}, slog, r.clock)
+		}
+		s, err := newSink(conflict.Policy{})
 		if err != nil {
 			return nil, err
+		}
+		var ten *pipeline.Tenants
+		if r.tenants != nil {
+			// Home-only tenants apply through a sink holding their home
+			// site's rule (one per home site, made on first use).
+			ten, err = r.tenants.forApplier(cfg.Topic(p.Name), func(pol conflict.Policy) (pipeline.Sink, error) { return newSink(pol) })
+			if err != nil {
+				return nil, err
+			}
 		}
 		r.applier = append(r.applier, pipeline.NewApplier(pipeline.ApplierConfig{
 			Kafka: kc, Topic: cfg.Topic(p.Name), Origin: p.ID,
 			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns,
 			MaxRetries: cfg.Sink.MaxRetries,
-		}, s, r.obs, log.Named("apply").With(zap.String("origin", p.Name))))
+			Tenants:    ten,
+		}, s, obs, log.Named("apply").With(zap.String("origin", p.Name))))
+	}
+	if r.tenants != nil {
+		r.tenants.metrics.appliers = r.applier
 	}
 	return r, nil
 }
@@ -175,6 +212,9 @@ func (r *Replicator) Run(ctx context.Context) error {
 		g.Go(func() error { return a.Run(gctx) })
 	}
 	g.Go(func() error { return r.obs.run(gctx) })
+	if r.tenants != nil {
+		g.Go(func() error { return r.tenants.run(gctx) })
+	}
 	if r.cfg.Tombstones.GCInterval > 0 {
 		g.Go(func() error { return r.tombstoneGC(gctx) })
 	}
@@ -225,6 +265,9 @@ func (r *Replicator) heartbeat(ctx context.Context) error {
 
 // Close releases everything New opened.
 func (r *Replicator) Close() {
+	if r.tenants != nil {
+		r.tenants.close()
+	}
 	if r.prod != nil {
 		r.prod.Close()
 	}

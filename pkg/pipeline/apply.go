@@ -46,6 +46,10 @@ type ApplierConfig struct {
 	MaxRetries int
 	// Epoch returns the current fencing epoch (0: no lease).
 	Epoch func() uint64
+	// Tenants, when set, makes the applier honour the tenant registry:
+	// modes, rate limits, per-tenant dead-letter queues and isolation
+	// (tenants.go). Nil applies every transaction as it comes.
+	Tenants *Tenants
 }
 
 func (c *ApplierConfig) defaults() {
@@ -80,12 +84,17 @@ type Applier struct {
 	ready atomic.Int32 // partitions streaming
 	parts atomic.Int32
 	gate  gate
+	ten   *tenantState // nil: tenants off
 }
 
 // NewApplier assembles an Applier.
 func NewApplier(cfg ApplierConfig, s Sink, obs Observer, log *zap.Logger) *Applier {
 	cfg.defaults()
-	return &Applier{cfg: cfg, sink: s, obs: obs, log: log.With(zap.String("topic", cfg.Topic))}
+	a := &Applier{cfg: cfg, sink: s, obs: obs, log: log.With(zap.String("topic", cfg.Topic))}
+	if cfg.Tenants != nil {
+		a.ten = newTenantState(cfg.Tenants)
+	}
+	return a
 }
 
 // Ready reports whether every partition is streaming (or paused on
@@ -163,6 +172,9 @@ func (a *Applier) Run(ctx context.Context) error {
 	for p := range parts {
 		g.Go(func() error { return a.runPartition(gctx, p) })
 	}
+	if a.ten != nil {
+		g.Go(func() error { return a.replayLoop(gctx) })
+	}
 	return g.Wait()
 }
 
@@ -204,6 +216,10 @@ type entry struct {
 	txn    *event.Txn
 	parked *sink.Parked
 	raw    []byte
+	key    []byte
+	// skip: handled elsewhere (queued for its tenant, excluded, already
+	// queued before a crash); the batch only moves the offset past it.
+	skip bool
 }
 
 func (a *Applier) runPartition(ctx context.Context, part int) error {
@@ -299,7 +315,13 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 				}
 			}
 			a.gate.wait(gctx)
-			if err := a.applyEntries(gctx, part, batch); err != nil {
+			if a.ten != nil {
+				if err := a.applyRouted(gctx, part, batch); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := a.applyEntries(gctx, part, a.sink, batch); err != nil {
 				return err
 			}
 		}
@@ -308,6 +330,9 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 }
 
 func entryRows(e entry) int {
+	if e.skip {
+		return 0
+	}
 	if e.txn == nil {
 		return 1
 	}
@@ -315,7 +340,7 @@ func entryRows(e entry) int {
 }
 
 func (a *Applier) decode(m kafka.Message, part int) entry {
-	e := entry{offset: m.Offset, raw: m.Value}
+	e := entry{offset: m.Offset, raw: m.Value, key: m.Key}
 	t, err := event.Decode(m.Value)
 	reason := ""
 	switch {
@@ -326,6 +351,11 @@ func (a *Applier) decode(m kafka.Message, part int) entry {
 		err = fmt.Errorf("message claims origin site %d but topic %s carries site %d", t.Origin, a.cfg.Topic, a.cfg.Origin)
 	}
 	if reason != "" {
+		if a.ten != nil {
+			// The tenant's dead-letter queue takes it (applyRouted).
+			e.parked = &sink.Parked{Offset: m.Offset, Tenant: string(m.Key), Reason: reason, Err: err.Error(), Payload: m.Value}
+			return e
+		}
 		a.log.Error("parking undecodable message; the pipeline goes on",
 			zap.Int("partition", part), zap.Int64("offset", m.Offset), zap.String("reason", reason), zap.Error(err))
 		e.parked = &sink.Parked{Offset: m.Offset, Tenant: string(m.Key), Reason: reason, Err: err.Error(), Payload: m.Value}
@@ -338,34 +368,10 @@ func (a *Applier) decode(m kafka.Message, part int) entry {
 // applyEntries applies consecutive entries as one target transaction,
 // retrying transient errors and isolating a transaction that can never
 // apply (parked, with the error) so that the rest goes on.
-func (a *Applier) applyEntries(ctx context.Context, part int, es []entry) error {
+func (a *Applier) applyEntries(ctx context.Context, part int, s Sink, es []entry) error {
 	for len(es) > 0 {
 		b := a.batchOf(part, es)
-		var res sink.Result
-		var err error
-		backoff := a.cfg.RetryMin
-		for attempt := 1; ; attempt++ {
-			res, err = a.sink.Apply(ctx, b)
-			if err == nil || ctx.Err() != nil || errors.Is(err, sink.ErrFenced) {
-				break
-			}
-			var pe *sink.PermanentError
-			if errors.As(err, &pe) {
-				break
-			}
-			if !sink.IsRetryable(err) && attempt >= a.cfg.MaxRetries {
-				break
-			}
-			if a.obs != nil {
-				a.obs.ApplyError(a.cfg.Origin, err)
-			}
-			a.log.Warn("apply failed; retrying", zap.Int("partition", part), zap.Int64("first_offset", b.FirstOffset),
-				zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
-			if !sleepCtx(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, a.cfg.RetryMax)
-		}
+		res, err := a.applyRetrying(ctx, s, b)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -392,7 +398,7 @@ func (a *Applier) applyEntries(ctx context.Context, part int, es []entry) error 
 				bad = 0
 			} else {
 				half := len(es) / 2
-				if err := a.applyEntries(ctx, part, es[:half]); err != nil {
+				if err := a.applyEntries(ctx, part, s, es[:half]); err != nil {
 					return err
 				}
 				es = es[half:]
@@ -400,9 +406,19 @@ func (a *Applier) applyEntries(ctx context.Context, part int, es []entry) error 
 			}
 		}
 		if bad > 0 {
-			if err := a.applyEntries(ctx, part, es[:bad]); err != nil {
+			if err := a.applyEntries(ctx, part, s, es[:bad]); err != nil {
 				return err
 			}
+		}
+		if a.ten != nil {
+			// The tenant's dead-letter queue takes the culprit, and its
+			// later changes in this batch wait behind it; the offset
+			// moves past them with the rest of the batch.
+			es = es[bad:]
+			if err := a.deadLetterApply(part, es, err); err != nil {
+				return err
+			}
+			continue
 		}
 		e := es[bad]
 		a.log.Error("parking a transaction that cannot be applied; the pipeline goes on",
@@ -410,12 +426,41 @@ func (a *Applier) applyEntries(ctx context.Context, part int, es []entry) error 
 		parked := entry{offset: e.offset, parked: &sink.Parked{
 			Offset: e.offset, Tenant: e.txn.Tenant, Reason: "apply", Err: err.Error(), Payload: e.raw,
 		}}
-		if err := a.applyEntries(ctx, part, []entry{parked}); err != nil {
+		if err := a.applyEntries(ctx, part, s, []entry{parked}); err != nil {
 			return err
 		}
 		es = es[bad+1:]
 	}
 	return nil
+}
+
+// applyRetrying applies b, retrying retryable errors with backoff (and
+// unclassified ones up to MaxRetries). It returns the last error when it
+// gives up: a PermanentError, ErrFenced, or an error retries did not fix.
+func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink.Result, error) {
+	backoff := a.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		res, err := s.Apply(ctx, b)
+		if err == nil || ctx.Err() != nil || errors.Is(err, sink.ErrFenced) {
+			return res, err
+		}
+		var pe *sink.PermanentError
+		if errors.As(err, &pe) {
+			return res, err
+		}
+		if !sink.IsRetryable(err) && attempt >= a.cfg.MaxRetries {
+			return res, err
+		}
+		if a.obs != nil {
+			a.obs.ApplyError(a.cfg.Origin, err)
+		}
+		a.log.Warn("apply failed; retrying", zap.String("batch_topic", b.Topic), zap.Int("partition", b.Partition),
+			zap.Int64("first_offset", b.FirstOffset), zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		if !sleepCtx(ctx, backoff) {
+			return res, ctx.Err()
+		}
+		backoff = min(backoff*2, a.cfg.RetryMax)
+	}
 }
 
 func (a *Applier) entryIndexOfTxn(es []entry, txnIndex int) int {
@@ -442,9 +487,11 @@ func (a *Applier) batchOf(part int, es []entry) sink.Batch {
 		Epoch:       a.cfg.Epoch(),
 	}
 	for _, e := range es {
-		if e.txn != nil {
+		switch {
+		case e.skip:
+		case e.txn != nil:
 			b.Txns = append(b.Txns, *e.txn)
-		} else {
+		default:
 			b.Parked = append(b.Parked, *e.parked)
 		}
 	}

@@ -41,6 +41,11 @@ type SourceConfig struct {
 	// Fatal reports errors that retrying cannot fix (a purged checkpoint,
 	// bad credentials); Run returns them instead of retrying.
 	Fatal func(error) bool
+	// Split cuts a source transaction into one transaction per tenant
+	// (tenant.Split with the configured resolver), each published as its
+	// own message keyed by its tenant, so each tenant's history stays
+	// ordered in one partition. Nil publishes transactions whole.
+	Split func(event.Txn) []event.Txn
 }
 
 func (c *SourceConfig) defaults() {
@@ -177,26 +182,36 @@ func (s *Source) runOnce(ctx context.Context) error {
 		defer close(ch)
 		var buf []byte
 		return s.reader.Run(gctx, pos, func(ctx context.Context, t event.Txn) error {
-			it := item{}
-			if len(t.Changes) > 0 {
-				var err error
-				buf, err = event.Encode(buf[:0], &t)
-				if err != nil {
-					return fmt.Errorf("encode transaction %s: %w", t.GTID, err)
+			parts := []event.Txn{t}
+			if s.cfg.Split != nil {
+				parts = s.cfg.Split(t)
+			}
+			for i := range parts {
+				p := &parts[i]
+				it := item{}
+				if len(p.Changes) > 0 {
+					var err error
+					buf, err = event.Encode(buf[:0], p)
+					if err != nil {
+						return fmt.Errorf("encode transaction %s (tenant %q): %w", p.GTID, p.Tenant, err)
+					}
+					v := make([]byte, len(buf))
+					copy(v, buf)
+					it.msg = &Message{Key: p.Key(), Value: v}
+					it.rows = len(p.Changes)
 				}
-				v := make([]byte, len(buf))
-				copy(v, buf)
-				it.msg = &Message{Key: t.Key(), Value: v}
-				it.rows = len(t.Changes)
+				// Only the last fragment of a transaction is a resume
+				// point, and of its tenant parts only the last: the
+				// position is safe once every part was acknowledged.
+				end := (t.Last || len(t.Changes) == 0) && i == len(parts)-1
+				it.seq = tracker.Add(p.Position, end)
+				select {
+				case ch <- it:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			// Only the last fragment of a transaction is a resume point.
-			it.seq = tracker.Add(t.Position, t.Last || len(t.Changes) == 0)
-			select {
-			case ch <- it:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			return nil
 		})
 	})
 

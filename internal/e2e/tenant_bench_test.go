@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemdb/tandem/internal/testenv"
+	"github.com/tandemdb/tandem/pkg/pipeline"
+	"github.com/tandemdb/tandem/pkg/tenant"
+)
+
+const noisyDDL = "CREATE TABLE `%s`.nn (id BIGINT NOT NULL PRIMARY KEY, tenant_id VARCHAR(32) NOT NULL, " +
+	"created DATETIME(6) NOT NULL, pad VARCHAR(100) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+// BenchmarkNoisyNeighbour: tenant X bulk-loads BENCH_ROWS rows (default
+// 1M, 1000-row transactions) at A while tenant Y writes 200 rows/s; both
+// replicate to B and hash to the SAME partition (the worst case: with
+// different partitions they apply in parallel anyway). It reports Y's lag
+// p99 (commit at A → insert at B, same host clock) alone and while X
+// loads, with X under a rate limit of BENCH_X_RATE rows/s (default 20000):
+// X's excess parks in its durable queue instead of holding up the
+// partition. The target is y_p99_ratio <= 2. Run with `make bench`
+// (BENCH_FILTER=NoisyNeighbour to run only this one).
+func BenchmarkNoisyNeighbour(b *testing.B) {
+	rows := envInt("BENCH_ROWS", 1_000_000)
+	rate := envInt("BENCH_X_RATE", 20_000)
+	for range b.N {
+		noisyNeighbour(b, rows, rate)
+	}
+}
+
+func noisyNeighbour(b *testing.B, rows, rate int) {
+	redisSrv := testenv.SharedRedis(b)
+	c := newCluster(b, testenv.SharedBroker(b), testenv.SharedMariaDB(b, 1), testenv.SharedMariaDB(b, 2))
+	c.peers[0] = []int{}
+	c.peers[1] = []int{0}
+	for _, s := range c.sites {
+		s.srv.Exec(b, fmt.Sprintf(noisyDDL, c.db))
+	}
+	prefix := testenv.KeyPrefix(b)
+	c.writeConfigs(fmt.Sprintf("tenants:\n  redis: {addr: \"%s\", key_prefix: \"%s\"}\n  reload_interval: 1s\n  rules:\n    - {schema: \"%s\", table: \"*\", column: tenant_id}\n",
+		redisSrv.Addr, prefix, c.db))
+	c.prepare()
+	bdb := c.dbAt(1)
+	for _, q := range []string{
+		"CREATE TABLE `" + c.db + "`.ylog (id BIGINT PRIMARY KEY, applied DATETIME(6) NOT NULL)",
+		"CREATE TRIGGER `" + c.db + "`.log_y AFTER INSERT ON `" + c.db + "`.nn FOR EACH ROW " +
+			"INSERT IGNORE INTO `" + c.db + "`.ylog (id, applied) SELECT NEW.id, NOW(6) FROM DUAL WHERE NEW.id >= 1000000000",
+	} {
+		if _, err := bdb.Exec(q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Same partition for X and Y (the harness topics have 4).
+	x, y := "tenX", ""
+	for i := 0; y == ""; i++ {
+		if cand := fmt.Sprintf("tenY%d", i); pipeline.PartitionFor([]byte(cand), 4) == pipeline.PartitionFor([]byte(x), 4) {
+			y = cand
+		}
+	}
+	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(b), Prefix: prefix}, zap.NewNop())
+	if _, err := reg.Put(context.Background(), tenant.Tenant{ID: x, RateLimit: float64(rate)}); err != nil {
+		b.Fatal(err)
+	}
+	c.start(0)
+	c.start(1)
+	a := c.dbAt(0)
+
+	const yRate, alone = 200, 10 * time.Second
+	nextY := int64(1_000_000_000)
+	// Phase 1: Y alone.
+	lo := nextY
+	nextY = writeY(b, a, c.db, y, nextY, yRate, func(elapsed time.Duration) bool { return elapsed >= alone })
+	p99Alone := yLagP99(b, bdb, c.db, lo, nextY)
+
+	// Phase 2: X bulk-loads while Y writes on, until X is applied at B.
+	lo = nextY
+	var loadErr error
+	var loaded time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for first := 1; first <= rows; first += 1000 {
+			last := min(first+999, rows)
+			q := fmt.Sprintf("INSERT INTO `%s`.nn (id, tenant_id, created, pad) SELECT seq, '%s', NOW(6), REPEAT('x', 80) FROM `%s`.seq_%d_to_%d",
+				c.db, x, c.db, first, last)
+			if _, err := a.Exec(q); err != nil {
+				loadErr = err
+				return
+			}
+		}
+		loaded = time.Since(start)
+	}()
+	xDone := func() bool {
+		var n int
+		bdb.QueryRow("SELECT COUNT(*) FROM `"+c.db+"`.nn WHERE tenant_id = ?", x).Scan(&n)
+		return n == rows
+	}
+	lastCheck := time.Now()
+	nextY = writeY(b, a, c.db, y, nextY, yRate, func(time.Duration) bool {
+		if time.Since(lastCheck) < time.Second {
+			return false
+		}
+		lastCheck = time.Now()
+		return xDone()
+	})
+	xApplied := time.Since(start)
+	wg.Wait()
+	if loadErr != nil {
+		b.Fatalf("bulk load of X: %v", loadErr)
+	}
+	p99With := yLagP99(b, bdb, c.db, lo, nextY)
+	b.ReportMetric(float64(p99Alone.Microseconds())/1000, "y_p99_alone_ms")
+	b.ReportMetric(float64(p99With.Microseconds())/1000, "y_p99_with_x_ms")
+	b.ReportMetric(float64(p99With)/float64(max(p99Alone, time.Millisecond)), "y_p99_ratio")
+	b.ReportMetric(float64(rows)/xApplied.Seconds(), "x_rows/s")
+	b.Logf("X: %d rows loaded at A in %s, applied at B after %s (rate limit %d rows/s); Y (%d rows/s, same partition): lag p99 %s alone, %s with X",
+		rows, loaded.Round(time.Millisecond), xApplied.Round(time.Millisecond), rate, yRate, p99Alone.Round(time.Millisecond), p99With.Round(time.Millisecond))
+}
+
+// writeY inserts one row of tenant y per 1/yRate s from id next on, until
+// done says so, and returns the next id.
+func writeY(b *testing.B, a *sql.DB, db, y string, next int64, yRate int, done func(time.Duration) bool) int64 {
+	start := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(yRate))
+	defer tick.Stop()
+	q := "INSERT INTO `" + db + "`.nn (id, tenant_id, created, pad) VALUES (?, ?, NOW(6), 'y')"
+	for !done(time.Since(start)) {
+		<-tick.C
+		if _, err := a.Exec(q, next, y); err != nil {
+			b.Fatal(err)
+		}
+		next++
+	}
+	return next
+}
+
+// yLagP99 waits for Y's rows [lo, hi) at B and returns their lag p99.
+func yLagP99(b *testing.B, bdb *sql.DB, db string, lo, hi int64) time.Duration {
+	testenv.WaitFor(b, 10*time.Minute, "Y's rows at B", func() bool {
+		var n int64
+		bdb.QueryRow("SELECT COUNT(*) FROM `"+db+"`.ylog WHERE id >= ? AND id < ?", lo, hi).Scan(&n)
+		return n == hi-lo
+	})
+	rs, err := bdb.Query("SELECT TIMESTAMPDIFF(MICROSECOND, o.created, l.applied) FROM `"+db+"`.ylog l JOIN `"+db+"`.nn o ON o.id = l.id WHERE l.id >= ? AND l.id < ?", lo, hi)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rs.Close()
+	var lags []time.Duration
+	for rs.Next() {
+		var us int64
+		rs.Scan(&us)
+		lags = append(lags, time.Duration(us)*time.Microsecond)
+	}
+	if len(lags) == 0 {
+		b.Fatal("no lag samples")
+	}
+	slices.Sort(lags)
+	return lags[min(len(lags)-1, len(lags)*99/100)]
+}

@@ -1,0 +1,413 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/tandemdb/tandem/internal/testenv"
+	"github.com/tandemdb/tandem/pkg/event"
+	"github.com/tandemdb/tandem/pkg/pipeline"
+	"github.com/tandemdb/tandem/pkg/tenant"
+)
+
+// The tenant tests replicate one shared table whose tenant_id column names
+// the tenant, one way (A → B), with the registry in Redis.
+const tenantDDL = "CREATE TABLE `%s`.orders (id BIGINT NOT NULL PRIMARY KEY, tenant_id VARCHAR(32) NOT NULL, " +
+	"seq INT NOT NULL, v VARCHAR(64) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+type tenantEnv struct {
+	*cluster
+	redis     *testenv.Redis
+	keyPrefix string
+	reg       *tenant.Registry // an operator's registry client, outside the replicators
+}
+
+func newTenantEnv(t *testing.T, redisSrv *testenv.Redis, reloadInterval string) *tenantEnv {
+	t.Helper()
+	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2))
+	c.peers[0] = []int{}
+	c.peers[1] = []int{0}
+	for _, s := range c.sites {
+		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
+	}
+	prefix := testenv.KeyPrefix(t)
+	c.writeConfigs(fmt.Sprintf(`tenants:
+  redis: {addr: "%s", key_prefix: "%s"}
+  reload_interval: %s
+  rules:
+    - {schema: "%s", table: "*", column: tenant_id}
+`, redisSrv.Addr, prefix, reloadInterval, c.db))
+	c.prepare()
+	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())
+	return &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix, reg: reg}
+}
+
+// call sends an authenticated admin request with an optional JSON body and
+// returns the status code and body.
+func (c *cluster) call(i int, method, path string, body any) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+c.sites[i].admin+path, rd)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("admin %s %s at %s: %v", method, path, c.sites[i].name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// tenantMode is the mode site i's replicator has in force for id.
+func (e *tenantEnv) tenantMode(i int, id string) string {
+	code, body := e.call(i, "GET", "/v1/tenants/"+id, nil)
+	if code != http.StatusOK {
+		e.t.Fatalf("GET /v1/tenants/%s: %d %s", id, code, body)
+	}
+	var v struct {
+		Mode   string                 `json:"mode"`
+		Queues map[string]tenant.Stat `json:"queues"`
+	}
+	json.Unmarshal([]byte(body), &v)
+	return v.Mode
+}
+
+// setMode writes a mode change straight to Redis, like another
+// replicator's admin endpoint would, and returns how long site i's running
+// replicator took to have it in force.
+func (e *tenantEnv) setMode(i int, id string, mode tenant.Mode) time.Duration {
+	e.t.Helper()
+	start := time.Now()
+	if _, err := e.reg.Put(context.Background(), tenant.Tenant{ID: id, Mode: mode}); err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.WaitFor(e.t, time.Second, fmt.Sprintf("mode %s of %s in force at %s within 1s", mode, id, e.sites[i].name),
+		func() bool { return e.tenantMode(i, id) == string(mode) })
+	return time.Since(start)
+}
+
+// countTenant counts id's rows at site i.
+func (e *tenantEnv) countTenant(i int, id string) int {
+	var n int
+	if err := e.dbAt(i).QueryRow("SELECT COUNT(*) FROM `"+e.db+"`.orders WHERE tenant_id = ?", id).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// tenantRows returns id's rows at site i as "id:seq:v" lines.
+func (e *tenantEnv) tenantRows(i int, id string) string {
+	rows, err := e.dbAt(i).Query("SELECT id, seq, v FROM `"+e.db+"`.orders WHERE tenant_id = ? ORDER BY id", id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	var sb strings.Builder
+	for rows.Next() {
+		var k, seq int64
+		var v string
+		rows.Scan(&k, &seq, &v)
+		fmt.Fprintf(&sb, "%d:%d:%s\n", k, seq, v)
+	}
+	return sb.String()
+}
+
+// writeInterleaved commits txns transactions at A, each inserting per rows
+// for every tenant (so that each source transaction is split by tenant),
+// ids increasing in commit order.
+func writeInterleaved(t *testing.T, db *sql.DB, schema string, first int64, txns, per int, tenants ...string) int64 {
+	t.Helper()
+	id := first
+	for range txns {
+		var sb strings.Builder
+		sb.WriteString("INSERT INTO `" + schema + "`.orders (id, tenant_id, seq, v) VALUES ")
+		n := 0
+		for range per {
+			for _, ten := range tenants {
+				if n > 0 {
+					sb.WriteByte(',')
+				}
+				fmt.Fprintf(&sb, "(%d,'%s',%d,'v%d')", id, ten, id, id)
+				id++
+				n++
+			}
+		}
+		if _, err := db.Exec(sb.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
+}
+
+// TestTenantPauseRestartResume: pausing tenant T (a mode change written to
+// Redis, in force at the running replicator within 1 s) parks T's changes
+// durably while U keeps flowing; the parked changes survive a restart of
+// the replicator and are applied completely and in order on resume.
+func TestTenantPauseRestartResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newTenantEnv(t, testenv.SharedRedis(t), "10s")
+	// Record the order in which B applies rows.
+	b := e.dbAt(1)
+	for _, q := range []string{
+		"CREATE TABLE `" + e.db + "`.apply_log (n BIGINT AUTO_INCREMENT PRIMARY KEY, tenant_id VARCHAR(32), id BIGINT)",
+		"CREATE TRIGGER `" + e.db + "`.log_orders AFTER INSERT ON `" + e.db + "`.orders FOR EACH ROW " +
+			"INSERT INTO `" + e.db + "`.apply_log (tenant_id, id) VALUES (NEW.tenant_id, NEW.id)",
+	} {
+		if _, err := b.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(0)
+	e.start(1)
+	took := e.setMode(1, "tenT", tenant.ModePaused)
+	t.Logf("pause in force at B %s after the Redis write", took.Round(time.Millisecond))
+
+	// 10k rows for each tenant, 50+50 per source transaction.
+	a := e.dbAt(0)
+	next := writeInterleaved(t, a, e.db, 1, 200, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 60*time.Second, "U's 10k rows at B while T is paused", func() bool { return e.countTenant(1, "tenU") == 10_000 })
+	if n := e.countTenant(1, "tenT"); n != 0 {
+		t.Fatalf("paused tenant T has %d rows at B", n)
+	}
+	testenv.WaitFor(t, 30*time.Second, "T's messages queued at B", func() bool {
+		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) >= 200
+	})
+
+	// Restart B with T still paused: the queue is durable.
+	e.stop(1)
+	e.start(1)
+	if mode := e.tenantMode(1, "tenT"); mode != "paused" {
+		t.Fatalf("after restart T is %s", mode)
+	}
+	// More writes for both while paused, after the restart.
+	writeInterleaved(t, a, e.db, next, 20, 25, "tenT", "tenU")
+	testenv.WaitFor(t, 60*time.Second, "U's writes after the restart at B", func() bool { return e.countTenant(1, "tenU") == 10_500 })
+	if n := e.countTenant(1, "tenT"); n != 0 {
+		t.Fatalf("paused tenant T has %d rows at B after the restart", n)
+	}
+
+	resumeStart := time.Now()
+	e.setMode(1, "tenT", tenant.ModeActiveActive)
+	testenv.WaitFor(t, 60*time.Second, "T complete at B after resume", func() bool { return e.countTenant(1, "tenT") == 10_500 })
+	t.Logf("T's 10500 parked rows applied %s after resume", time.Since(resumeStart).Round(time.Millisecond))
+	if ra, rb := e.tenantRows(0, "tenT"), e.tenantRows(1, "tenT"); ra != rb {
+		t.Fatal("T's rows differ between A and B after resume")
+	}
+	if ra, rb := e.tenantRows(0, "tenU"), e.tenantRows(1, "tenU"); ra != rb {
+		t.Fatal("U's rows differ between A and B")
+	}
+	// In order: B applied T's rows in id order (A committed them so).
+	rows, err := b.Query("SELECT id FROM `" + e.db + "`.apply_log WHERE tenant_id = 'tenT' ORDER BY n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var prev, n int64
+	for rows.Next() {
+		var id int64
+		rows.Scan(&id)
+		if id <= prev {
+			t.Fatalf("T's row %d applied after row %d: out of order", id, prev)
+		}
+		prev = id
+		n++
+	}
+	if n != 10_500 {
+		t.Fatalf("apply log holds %d inserts of T, want 10500 (each exactly once)", n)
+	}
+	testenv.WaitFor(t, 10*time.Second, "T's queue empty", func() bool {
+		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) == 0
+	})
+}
+
+// TestTenantPoisonRetry: a target-side constraint rejects one of T's rows;
+// T's transaction lands in T's dead-letter queue and T's later changes
+// wait behind it while U's continue; after the target is fixed and the
+// operator retries, the sites converge. A forged message carrying another
+// tenant's row is refused (isolation), and skip drops it.
+func TestTenantPoisonRetry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newTenantEnv(t, testenv.SharedRedis(t), "10s")
+	e.dumpLogsOnFailure()
+	b := e.dbAt(1)
+	if _, err := b.Exec("ALTER TABLE `" + e.db + "`.orders ADD CONSTRAINT no_poison CHECK (v <> 'poison')"); err != nil {
+		t.Fatal(err)
+	}
+	e.start(0)
+	e.start(1)
+	a := e.dbAt(0)
+	next := writeInterleaved(t, a, e.db, 1, 10, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 30*time.Second, "first rows at B", func() bool {
+		return e.countTenant(1, "tenT") == 500 && e.countTenant(1, "tenU") == 500
+	})
+	// The poison row, then more changes to it and to other T rows, and U's.
+	mustExec(t, a, "INSERT INTO `"+e.db+"`.orders VALUES (?, 'tenT', 0, 'poison')", next)
+	mustExec(t, a, "UPDATE `"+e.db+"`.orders SET seq = seq + 1 WHERE id = ?", next)
+	mustExec(t, a, "UPDATE `"+e.db+"`.orders SET v = 'later' WHERE tenant_id = 'tenT' AND id < 20")
+	writeInterleaved(t, a, e.db, next+1, 10, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 30*time.Second, "U's later rows at B", func() bool { return e.countTenant(1, "tenU") == 1000 })
+	testenv.WaitFor(t, 30*time.Second, "T's poison dead-lettered", func() bool {
+		return e.metric(1, "tandem_tenant_dlq_depth", `tenant="tenT"`) == 1
+	})
+	if n := e.countTenant(1, "tenT"); n != 500 {
+		t.Fatalf("T has %d rows at B; want 500: nothing after the poison may overtake it", n)
+	}
+	code, body := e.call(1, "GET", "/v1/tenants/tenT/dlq", nil)
+	if code != http.StatusOK || !strings.Contains(body, `"reason":"apply"`) || !strings.Contains(body, "no_poison") {
+		t.Fatalf("DLQ listing: %d %s", code, body)
+	}
+	t.Logf("DLQ: %s", tail(body, 600))
+
+	if _, err := b.Exec("ALTER TABLE `" + e.db + "`.orders DROP CONSTRAINT no_poison"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e.call(1, "POST", "/v1/tenants/tenT/dlq/retry", nil); code != http.StatusOK {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	testenv.WaitFor(t, 30*time.Second, "T converged after retry", func() bool {
+		return e.tenantRows(0, "tenT") == e.tenantRows(1, "tenT")
+	})
+	if ra, rb := e.tenantRows(0, "tenU"), e.tenantRows(1, "tenU"); ra != rb {
+		t.Fatal("U's rows differ between A and B")
+	}
+
+	// Isolation: a message of tenant T carrying U's row is refused.
+	forged := event.Txn{Origin: e.sites[0].id, GTID: "0-0-1", Tenant: "tenT", Last: true, Stamp: 1, Changes: []event.Change{{
+		Schema: e.db, Table: "orders", Op: event.OpInsert, Columns: []string{"id", "tenant_id", "seq", "v"}, PK: []int{0},
+		Row: []event.Value{{Kind: event.KindInt, Int: 999_999}, {Kind: event.KindString, Bytes: []byte("tenU")},
+			{Kind: event.KindInt, Int: 1}, {Kind: event.KindString, Bytes: []byte("stolen")}},
+		Version: 1 << 30,
+	}}}
+	payload, err := event.Encode(nil, &forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := e.cluster.prefix + e.sites[0].name
+	parts, err := pipeline.EnsureTopic(context.Background(), pipeline.KafkaConfig{Brokers: []string{e.broker.Addr}}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(e.broker.Addr)}
+	resp, err := cl.Produce(context.Background(), &kafka.ProduceRequest{Topic: topic, Partition: pipeline.PartitionFor([]byte("tenT"), parts),
+		RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(kafka.Record{Key: kafka.NewBytes([]byte("tenT")), Value: kafka.NewBytes(payload)})})
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "forged message dead-lettered for isolation", func() bool {
+		return e.metric(1, "tandem_tenant_dead_lettered_total", `reason="isolation"`) == 1
+	})
+	var stolen int
+	b.QueryRow("SELECT COUNT(*) FROM `" + e.db + "`.orders WHERE id = 999999").Scan(&stolen)
+	if stolen != 0 {
+		t.Fatal("a change of tenant U carried by tenant T's message was applied")
+	}
+	code, body = e.call(1, "POST", "/v1/tenants/tenT/dlq/skip", nil)
+	if code != http.StatusOK || !strings.Contains(body, `"reason":"isolation"`) {
+		t.Fatalf("skip: %d %s", code, body)
+	}
+	// T flows again after the skip.
+	writeInterleaved(t, a, e.db, next+10_000, 2, 10, "tenT")
+	testenv.WaitFor(t, 30*time.Second, "T flows after skip", func() bool {
+		return e.tenantRows(0, "tenT") == e.tenantRows(1, "tenT")
+	})
+}
+
+// dumpLogsOnFailure prints the tail of every replicator's log when the
+// test fails (the directories are removed with the test).
+func (c *cluster) dumpLogsOnFailure() {
+	c.t.Cleanup(func() {
+		if !c.t.Failed() {
+			return
+		}
+		for _, s := range c.sites {
+			b, _ := os.ReadFile(filepath.Join(s.dir, "replicator.log"))
+			c.t.Logf("replicator %s log tail:\n%s", s.name, tail(string(b), 6000))
+		}
+	})
+}
+
+func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTenantRedisKilled: killing the registry's Redis during replication
+// stalls nothing and loses nothing: the replicator keeps the snapshot in
+// force (T stays paused, U flows), reports the registry unhealthy, and
+// reloads again once Redis is back — here empty, as Redis without
+// persistence comes back: the older registry is refused, and the next
+// write through the admin API re-seeds it from the snapshot.
+func TestTenantRedisKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newTenantEnv(t, testenv.NewRedis(t), "300ms")
+	e.dumpLogsOnFailure()
+	e.start(0)
+	e.start(1)
+	e.setMode(1, "tenT", tenant.ModePaused)
+	a := e.dbAt(0)
+	next := writeInterleaved(t, a, e.db, 1, 20, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 30*time.Second, "U at B", func() bool { return e.countTenant(1, "tenU") == 1000 })
+
+	e.redis.Kill(t)
+	registry := func() (healthy bool, version uint64) {
+		_, body := e.call(1, "GET", "/v1/tenants", nil)
+		var v struct {
+			Registry tenant.Status `json:"registry"`
+		}
+		json.Unmarshal([]byte(body), &v)
+		return v.Registry.Healthy, v.Registry.Version
+	}
+	testenv.WaitFor(t, 5*time.Second, "registry reported unhealthy", func() bool { h, _ := registry(); return !h })
+	next = writeInterleaved(t, a, e.db, next, 20, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 30*time.Second, "U keeps flowing with Redis down", func() bool { return e.countTenant(1, "tenU") == 2000 })
+	if n := e.countTenant(1, "tenT"); n != 0 || e.tenantMode(1, "tenT") != "paused" {
+		t.Fatalf("with Redis down T has %d rows at B and mode %s; want the snapshot (paused) kept", n, e.tenantMode(1, "tenT"))
+	}
+
+	e.redis.Start(t)
+	testenv.WaitFor(t, 5*time.Second, "reloads resume", func() bool { h, _ := registry(); return h })
+	if e.tenantMode(1, "tenT") != "paused" {
+		t.Fatal("an empty Redis replaced the registry snapshot")
+	}
+	if code, body := e.call(1, "PUT", "/v1/tenants/tenT", map[string]any{"mode": "active-active"}); code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	writeInterleaved(t, a, e.db, next, 5, 10, "tenT", "tenU")
+	testenv.WaitFor(t, 30*time.Second, "both tenants converged", func() bool {
+		return e.tenantRows(0, "tenT") == e.tenantRows(1, "tenT") && e.tenantRows(0, "tenU") == e.tenantRows(1, "tenU")
+	})
+	if n := e.countTenant(1, "tenT"); n != 2050 {
+		t.Fatalf("T has %d rows at B, want 2050", n)
+	}
+}

@@ -1,0 +1,80 @@
+package replicator
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemdb/tandem/pkg/checkpoint"
+	"github.com/tandemdb/tandem/pkg/config"
+	"github.com/tandemdb/tandem/pkg/conflict"
+	"github.com/tandemdb/tandem/pkg/metrics"
+	"github.com/tandemdb/tandem/pkg/pipeline"
+	"github.com/tandemdb/tandem/pkg/tenant"
+)
+
+// tenants is the replicator's tenant machinery: the Redis client and
+// registry, the shared resolver, and the store the appliers' queues live
+// in.
+type tenants struct {
+	client   *redis.Client
+	registry *tenant.Registry
+	resolver *tenant.Resolver
+	store    *checkpoint.Store
+	metrics  *tenantMetrics
+}
+
+func newTenants(cfg *config.Config, store *checkpoint.Store, resolver *tenant.Resolver, log *zap.Logger) *tenants {
+	tc := cfg.Tenants
+	client := redis.NewClient(&redis.Options{
+		Addr: tc.Redis.Addr, Password: tc.Redis.Password.Reveal(), DB: tc.Redis.DB,
+		// Fail fast: a registry read must never hold anything up, and the
+		// periodic reload retries anyway.
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1,
+	})
+	reg := tenant.NewRegistry(tenant.RegistryConfig{
+		Client: client, Prefix: tc.Redis.KeyPrefix, ReloadInterval: tc.ReloadInterval.Duration(),
+		Cache: tenant.PebbleCache{DB: store.DB()},
+	}, log)
+	return &tenants{client: client, registry: reg, resolver: resolver, store: store}
+}
+
+func (t *tenants) forApplier(topic string, sinkFor func(conflict.Policy) (pipeline.Sink, error)) (*pipeline.Tenants, error) {
+	q, err := tenant.OpenQueues(t.store.DB(), topic)
+	if err != nil {
+		return nil, err
+	}
+	var res *tenant.Resolver
+	if t.resolver.Mapped() {
+		res = t.resolver
+	}
+	return &pipeline.Tenants{Registry: t.registry, Resolver: res, Queues: q, SinkFor: sinkFor}, nil
+}
+
+func (t *tenants) close() { t.client.Close() }
+
+// run keeps the registry current and the tenant gauges fresh.
+func (t *tenants) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return t.registry.Run(gctx) })
+	g.Go(func() error {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			t.metrics.sync()
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func metricsOptions(cfg *config.Config) []metrics.Option {
+	return []metrics.Option{metrics.MaxTenants(cfg.Tenants.MetricsMaxTenants), metrics.PinTenants(cfg.Tenants.MetricsTenants...)}
+}
