@@ -52,10 +52,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	changes := fs.Int("changes", 20000, "row changes per site")
 	keys := fs.Int("keys", 400, "keys per table; small means many conflicts")
 	bin := fs.String("replicator", "bin/replicator", "replicator binary (built by make build)")
+	vbin := fs.String("verifier", "bin/verifier", "verifier binary (built by make build)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	d := &demo{out: stdout, dir: *dir, changes: *changes, keys: *keys, bin: *bin}
+	d := &demo{out: stdout, dir: *dir, changes: *changes, keys: *keys, bin: *bin, vbin: *vbin}
 	err := d.run(ctx)
 	d.close()
 	if err != nil {
@@ -71,6 +72,7 @@ type demo struct {
 	changes int
 	keys    int
 	bin     string
+	vbin    string
 	token   string
 	sites   []*site
 	redis   *testenv.Redis
@@ -134,6 +136,11 @@ func (d *demo) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if _, err := os.Stat(d.vbin); err != nil {
+		if d.vbin, err = testenv.Build("./cmd/verifier"); err != nil {
+			return err
+		}
+	}
 	for _, s := range d.sites {
 		if err := d.writeConfig(s); err != nil {
 			return err
@@ -156,6 +163,23 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	d.step(fmt.Sprintf("Conflicting workload: %d row changes at EACH site at once, same %d keys per table", d.changes, d.keys))
+	// The verifier probes both sites during the load: lag, faults, RPO/RTO.
+	runDir := filepath.Join(d.dir, "verifier-run")
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	probe := exec.CommandContext(probeCtx, d.vbin, append([]string{"probe", "--run", runDir, "--duration", "10m"}, d.verifierSites()...)...)
+	probeLog, err := os.Create(filepath.Join(d.dir, "verifier-probe.log"))
+	if err != nil {
+		return err
+	}
+	defer probeLog.Close()
+	probe.Stdout, probe.Stderr = probeLog, probeLog
+	probe.Cancel = func() error { return probe.Process.Signal(syscall.SIGTERM) }
+	probe.WaitDelay = 20 * time.Second
+	if err := probe.Start(); err != nil {
+		return err
+	}
+	d.say("  verifier probe writing 10 probes/s at each site (run dir %s)", runDir)
 	wstart := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(d.sites))
@@ -218,6 +242,25 @@ func (d *demo) run(ctx context.Context) error {
 		d.say("  %s replication lag from heartbeats (peer → %s): p50 %s, p99 %s", s.name, s.name, lagQuantile(m, 0.5), lagQuantile(m, 0.99))
 	}
 	d.say("  drained %s after the workload started", drained.Round(time.Millisecond))
+
+	d.step("Verifier: fenced consistency check and the SLA report")
+	stopProbe()
+	probe.Wait() // it writes its results on SIGTERM; its own verdict is in the report
+	check := exec.CommandContext(ctx, d.vbin, append([]string{"check", "--table", "demo.*", "--fenced", "--run", runDir}, d.verifierSites()...)...)
+	out, cerr := check.CombinedOutput()
+	d.say("%s", indent(string(out)))
+	if cerr != nil {
+		return fmt.Errorf("verifier check: %v", cerr)
+	}
+	html := filepath.Join(d.dir, "verifier-report.html")
+	rep := exec.CommandContext(ctx, d.vbin, "report", "--run", runDir, "--html", html)
+	out, rerr := rep.CombinedOutput()
+	d.say("%s", indent(string(out)))
+	var ee *exec.ExitError
+	if rerr != nil && !(errors.As(rerr, &ee) && ee.ExitCode() == 1) {
+		return fmt.Errorf("verifier report: %v", rerr)
+	}
+	d.say("  (the HTML report is self-contained: open it in any browser, offline)")
 
 	d.step("Verdict")
 	if !res.Equal() {
@@ -352,4 +395,21 @@ func lagQuantile(m promtext.Metrics, q float64) string {
 		return "> 60s"
 	}
 	return time.Duration(v * float64(time.Second)).Round(100 * time.Microsecond).String()
+}
+
+// verifierSites are the verifier's --site flags for the demo's sites.
+func (d *demo) verifierSites() []string {
+	var args []string
+	for _, s := range d.sites {
+		args = append(args, "--site", fmt.Sprintf("%s=%d@%s", s.name, s.id, s.db.Addr()))
+	}
+	return args
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + l
+	}
+	return strings.Join(lines, "\n")
 }
