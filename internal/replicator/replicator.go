@@ -111,11 +111,13 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		r.tenants.metrics.registry = r.tenants.registry
 		obs = tenantObserver{observer: r.obs, t: r.tenants.metrics}
 	}
+	stages := newStageMetrics(reg)
 	r.prod = pipeline.NewProducer(kc, cfg.LocalTopic(), parts)
 	r.source = pipeline.NewSource(pipeline.SourceConfig{
 		Topic: cfg.LocalTopic(),
 		Fatal: isFatal,
 		Split: split,
+		Stage: stages.forOrigin(cfg.Site.Name),
 	}, r.reader, r.prod, r.store, log.Named("source"))
 	r.obs.watchSource(r.source, r.reader, r.clock, cfg.LocalTopic())
 
@@ -145,6 +147,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns,
 			MaxRetries: cfg.Sink.MaxRetries,
 			Tenants:    ten,
+			Stage:      stages.forOrigin(p.Name),
 		}, s, obs, log.Named("apply").With(zap.String("origin", p.Name))))
 	}
 	if r.tenants != nil {

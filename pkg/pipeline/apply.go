@@ -50,6 +50,10 @@ type ApplierConfig struct {
 	// modes, rate limits, per-tenant dead-letter queues and isolation
 	// (tenants.go). Nil applies every transaction as it comes.
 	Tenants *Tenants
+	// Stage, when set, receives how long after its source commit each
+	// transaction was fetched from Kafka ("fetched") and committed here
+	// ("applied", replays of tenant queues included); see StageFunc.
+	Stage StageFunc
 }
 
 func (c *ApplierConfig) defaults() {
@@ -362,7 +366,25 @@ func (a *Applier) decode(m kafka.Message, part int) entry {
 		return e
 	}
 	e.txn = &t
+	if a.cfg.Stage != nil {
+		if c := CommitTime(&t); !c.IsZero() {
+			a.cfg.Stage("fetched", len(t.Changes), time.Since(c))
+		}
+	}
 	return e
+}
+
+// observeApplied reports the "applied" stage of txns, just committed.
+func (a *Applier) observeApplied(txns []event.Txn) {
+	if a.cfg.Stage == nil {
+		return
+	}
+	now := time.Now()
+	for i := range txns {
+		if c := CommitTime(&txns[i]); !c.IsZero() {
+			a.cfg.Stage("applied", len(txns[i].Changes), now.Sub(c))
+		}
+	}
 }
 
 // applyEntries applies consecutive entries as one target transaction,
@@ -376,6 +398,9 @@ func (a *Applier) applyEntries(ctx context.Context, part int, s Sink, es []entry
 			return nil
 		}
 		if err == nil {
+			if !res.AlreadyApplied {
+				a.observeApplied(b.Txns)
+			}
 			if a.obs != nil {
 				a.obs.Applied(a.cfg.Origin, part, res, b.Txns, time.Now())
 				for _, p := range b.Parked {

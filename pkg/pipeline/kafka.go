@@ -129,6 +129,19 @@ func NewProducer(k KafkaConfig, topic string, partitions int) *Producer {
 // Close releases idle connections.
 func (p *Producer) Close() { closeTransport(p.client) }
 
+// Partitions is the partition count the producer hashes keys over.
+func (p *Producer) Partitions() int { return p.partitions }
+
+// ProducePartition writes msgs, in order, to partition part (which the
+// caller chose with PartitionFor) and returns once all were acknowledged.
+func (p *Producer) ProducePartition(ctx context.Context, part int, msgs []Message) error {
+	recs := make([]kafka.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = kafka.Record{Key: kafka.NewBytes(m.Key), Value: kafka.NewBytes(m.Value)}
+	}
+	return p.produce(ctx, part, recs)
+}
+
 // Produce writes msgs, keeping their relative order within each partition,
 // and returns once all were acknowledged. On error some partitions may have
 // been written: the caller re-sends from its last checkpoint (duplicates are
@@ -141,29 +154,31 @@ func (p *Producer) Produce(ctx context.Context, msgs []Message) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for part, recs := range byPart {
-		g.Go(func() error {
-			resp, err := p.client.Produce(ctx, &kafka.ProduceRequest{
-				Topic:        p.topic,
-				Partition:    part,
-				RequiredAcks: kafka.RequireAll,
-				Records:      kafka.NewRecordReader(recs...),
-			})
-			if err == nil && resp.Error != nil {
-				err = resp.Error
-			}
-			if err == nil && len(resp.RecordErrors) > 0 {
-				for i, rerr := range resp.RecordErrors {
-					err = fmt.Errorf("record %d: %w", i, rerr)
-					break
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("kafka: produce %d records to %s/%d: %w", len(recs), p.topic, part, err)
-			}
-			return nil
-		})
+		g.Go(func() error { return p.produce(ctx, part, recs) })
 	}
 	return g.Wait()
+}
+
+func (p *Producer) produce(ctx context.Context, part int, recs []kafka.Record) error {
+	resp, err := p.client.Produce(ctx, &kafka.ProduceRequest{
+		Topic:        p.topic,
+		Partition:    part,
+		RequiredAcks: kafka.RequireAll,
+		Records:      kafka.NewRecordReader(recs...),
+	})
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err == nil && len(resp.RecordErrors) > 0 {
+		for i, rerr := range resp.RecordErrors {
+			err = fmt.Errorf("record %d: %w", i, rerr)
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: produce %d records to %s/%d: %w", len(recs), p.topic, part, err)
+	}
+	return nil
 }
 
 // isNetErr reports whether err looks like a broker being unreachable.

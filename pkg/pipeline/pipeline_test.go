@@ -173,3 +173,87 @@ func TestSourcePublishesAndCheckpoints(t *testing.T) {
 		t.Fatalf("second run started from %v, want the checkpoint 1-101-4", r.froms[1])
 	}
 }
+
+// TestSourceLanesKeepPartitionOrder: with one produce lane per partition
+// (acknowledged out of order across partitions), every partition holds its
+// tenants' messages in binlog order, the checkpoint reaches the last
+// transaction only once all were acknowledged, and the stages are
+// reported once per published transaction.
+func TestSourceLanesKeepPartitionOrder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := testenv.SharedBroker(t)
+	topic := testenv.Topic(t)
+	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 4}
+	ctx := context.Background()
+	parts, err := EnsureTopic(ctx, kc, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants := []string{"a", "b", "c", "d", "e"}
+	const n = 60
+	r := &scriptedReader{}
+	want := make(map[int][]string) // partition → GTIDs in order
+	for i := 1; i <= n; i++ {
+		tx := txn(i, 0, true, 1+i%3)
+		tx.Tenant = tenants[i%len(tenants)]
+		r.txns = append(r.txns, tx)
+		p := PartitionFor([]byte(tx.Tenant), parts)
+		want[p] = append(want[p], tx.GTID)
+	}
+	store, err := checkpoint.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	prod := NewProducer(kc, topic, parts)
+	defer prod.Close()
+	var mu sync.Mutex
+	stages := map[string]int{}
+	src := NewSource(SourceConfig{Topic: topic, CheckpointInterval: 10 * time.Millisecond, MaxBatchMessages: 2,
+		Stage: func(stage string, _ int, _ time.Duration) { mu.Lock(); stages[stage]++; mu.Unlock() },
+	}, r, prod, store, zaptest.NewLogger(t))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(runCtx) }()
+	last := fmt.Sprintf("1-101-%d", n)
+	testenv.WaitFor(t, 30*time.Second, "checkpoint at the last transaction", func() bool {
+		p, ok, _ := store.Position()
+		return ok && p.GTIDSet == last
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := src.Stats().MessagesPublished.Load(); got != n {
+		t.Fatalf("published %d messages, want %d", got, n)
+	}
+	mu.Lock()
+	if stages["read"] != n || stages["acked"] != n {
+		t.Errorf("stages reported %v, want read and acked %d times each", stages, n)
+	}
+	mu.Unlock()
+	for p := range parts {
+		kr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker.Addr}, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		var got []string
+		for range want[p] {
+			m, err := kr.FetchMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx, err := event.Decode(m.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if PartitionFor(m.Key, parts) != p {
+				t.Errorf("partition %d holds a message keyed %q", p, m.Key)
+			}
+			got = append(got, tx.GTID)
+		}
+		kr.Close()
+		if fmt.Sprint(got) != fmt.Sprint(want[p]) {
+			t.Errorf("partition %d holds %v, want %v", p, got, want[p])
+		}
+	}
+}

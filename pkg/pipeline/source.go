@@ -25,8 +25,11 @@ type BinlogReader interface {
 type SourceConfig struct {
 	// Topic is this site's topic; one per origin site.
 	Topic string
-	// MaxBatchMessages and MaxBatchBytes bound one produce round (the
-	// in-flight batch). Defaults 1000 and 8 MiB.
+	// MaxBatchMessages and MaxBatchBytes bound one produce round of one
+	// partition (each partition has one round in flight). Defaults 1000
+	// and 1 MiB: a round is what a later transaction of the same
+	// partition waits behind, so a small tenant sharing a partition with
+	// a bulk load waits for at most one such round, not for megabytes.
 	MaxBatchMessages int
 	MaxBatchBytes    int
 	// QueueSize bounds transactions read but not yet published, which is
@@ -46,6 +49,10 @@ type SourceConfig struct {
 	// own message keyed by its tenant, so each tenant's history stays
 	// ordered in one partition. Nil publishes transactions whole.
 	Split func(event.Txn) []event.Txn
+	// Stage, when set, receives how long after its source commit each
+	// published transaction was read ("read") and acknowledged by Kafka
+	// ("acked"); see StageFunc.
+	Stage StageFunc
 }
 
 func (c *SourceConfig) defaults() {
@@ -53,7 +60,7 @@ func (c *SourceConfig) defaults() {
 		c.MaxBatchMessages = 1000
 	}
 	if c.MaxBatchBytes <= 0 {
-		c.MaxBatchBytes = 8 << 20
+		c.MaxBatchBytes = 1 << 20
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 4096
@@ -151,9 +158,10 @@ func (s *Source) Run(ctx context.Context) error {
 }
 
 type item struct {
-	seq  uint64
-	msg  *Message // nil: nothing to publish, only a position to pass
-	rows int
+	seq       uint64
+	msg       *Message // nil: nothing to publish, only a position to pass
+	rows      int
+	committed time.Time // source commit (zero: unknown), for Stage
 }
 
 func (s *Source) runOnce(ctx context.Context) error {
@@ -199,6 +207,11 @@ func (s *Source) runOnce(ctx context.Context) error {
 					copy(v, buf)
 					it.msg = &Message{Key: p.Key(), Value: v}
 					it.rows = len(p.Changes)
+					if s.cfg.Stage != nil {
+						if it.committed = CommitTime(p); !it.committed.IsZero() {
+							s.cfg.Stage("read", it.rows, time.Since(it.committed))
+						}
+					}
 				}
 				// Only the last fragment of a transaction is a resume
 				// point, and of its tenant parts only the last: the
@@ -245,7 +258,64 @@ func (s *Source) runOnce(ctx context.Context) error {
 	return err
 }
 
+// publish hands each message to its partition's lane. Each lane has one
+// produce round in flight, so a partition's order is the binlog order,
+// while a slow or large round of one partition (a tenant's bulk load)
+// never holds up the others. Lanes acknowledge out of order across
+// partitions; the tracker only advances the checkpoint over a contiguous
+// acknowledged prefix, so it still never passes an unacknowledged message.
 func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoint.Tracker) error {
+	parts := max(s.producer.Partitions(), 1)
+	g, gctx := errgroup.WithContext(ctx)
+	lanes := make([]chan item, parts)
+	for p := range lanes {
+		// A small buffer: a lane that cannot keep up fills it and then
+		// stalls the dispatcher (and so the other lanes) like the
+		// reader's queue would, but a lane keeping up never does, and
+		// the memory held beside the reader's queue stays bounded
+		// (messages can be large fragments).
+		lanes[p] = make(chan item, laneBuffer)
+		g.Go(func() error { return s.lane(gctx, p, lanes[p], tracker) })
+	}
+	g.Go(func() error {
+		defer func() {
+			for _, l := range lanes {
+				close(l)
+			}
+		}()
+		for {
+			var it item
+			var ok bool
+			select {
+			case it, ok = <-ch:
+				if !ok {
+					return nil
+				}
+			case <-gctx.Done():
+				return nil
+			}
+			if it.msg == nil {
+				// Only a position: acknowledged once everything before
+				// it is (the tracker's contiguous prefix).
+				tracker.Ack(it.seq)
+				s.stats.TxnsPublished.Add(1)
+				continue
+			}
+			select {
+			case lanes[PartitionFor(it.msg.Key, parts)] <- it:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// laneBuffer is how many messages wait for each partition's lane.
+const laneBuffer = 256
+
+// lane produces one partition's messages in order, one round in flight.
+func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *checkpoint.Tracker) error {
 	batch := make([]item, 0, s.cfg.MaxBatchMessages)
 	msgs := make([]Message, 0, s.cfg.MaxBatchMessages)
 	for {
@@ -261,10 +331,7 @@ func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoin
 			return nil
 		}
 		batch = append(batch, first)
-		bytes := 0
-		if first.msg != nil {
-			bytes += len(first.msg.Value)
-		}
+		bytes := len(first.msg.Value)
 	fill:
 		for len(batch) < s.cfg.MaxBatchMessages && bytes < s.cfg.MaxBatchBytes {
 			select {
@@ -273,33 +340,29 @@ func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoin
 					break fill
 				}
 				batch = append(batch, it)
-				if it.msg != nil {
-					bytes += len(it.msg.Value)
-				}
+				bytes += len(it.msg.Value)
 			default:
 				break fill
 			}
 		}
 		rows := 0
 		for _, it := range batch {
-			if it.msg != nil {
-				msgs = append(msgs, *it.msg)
-				rows += it.rows
-			}
+			msgs = append(msgs, *it.msg)
+			rows += it.rows
 		}
-		if len(msgs) > 0 {
-			if err := s.producer.Produce(ctx, msgs); err != nil {
-				s.stats.PublishErrors.Add(1)
-				return err
-			}
-			s.stats.MessagesPublished.Add(uint64(len(msgs)))
-			s.stats.RowsPublished.Add(uint64(rows))
-			s.stats.BytesPublished.Add(uint64(bytes))
+		if err := s.producer.ProducePartition(ctx, part, msgs); err != nil {
+			s.stats.PublishErrors.Add(1)
+			return err
 		}
-		// Everything before this batch was acknowledged by the previous
-		// round, so acknowledging in order keeps the tracker contiguous.
+		s.stats.MessagesPublished.Add(uint64(len(msgs)))
+		s.stats.RowsPublished.Add(uint64(rows))
+		s.stats.BytesPublished.Add(uint64(bytes))
+		now := time.Now()
 		for _, it := range batch {
 			tracker.Ack(it.seq)
+			if s.cfg.Stage != nil && !it.committed.IsZero() {
+				s.cfg.Stage("acked", it.rows, now.Sub(it.committed))
+			}
 		}
 		s.stats.TxnsPublished.Add(uint64(len(batch)))
 	}

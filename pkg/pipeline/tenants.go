@@ -468,6 +468,9 @@ func (a *Applier) replayBatch(ctx context.Context, s Sink, t tenant.Tenant, b *t
 		if err := a.ten.cfg.Queues.Remove(es); err != nil {
 			return false, err
 		}
+		if !res.AlreadyApplied {
+			a.observeApplied(txns)
+		}
 		if a.obs != nil && !res.AlreadyApplied {
 			a.obs.Applied(a.cfg.Origin, -1, res, txns, time.Now())
 		}
