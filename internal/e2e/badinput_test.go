@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
 	"github.com/tandemdb/tandem/pkg/pipeline"
@@ -39,17 +37,9 @@ func TestMalformedMessageParked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(broker.Addr)}
 	for p := range parts {
 		for _, v := range [][]byte{[]byte("not a tandem message"), {0x54, 0x44, 0x01, 0xff, 0xff}} {
-			resp, err := cl.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll,
-				Records: kafka.NewRecordReader(kafka.Record{Key: kafka.NewBytes([]byte("poison")), Value: kafka.NewBytes(v)})})
-			if err == nil {
-				err = resp.Error
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			produceRaw(t, broker.Addr, topic, p, []byte("poison"), v)
 		}
 	}
 	if _, err := workload.Run(ctx, c.dbAt(0), workload.Options{DB: c.db, Seed: 2, Changes: 2000, Keys: 300}); err != nil {

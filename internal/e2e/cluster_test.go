@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/tandemdb/tandem/internal/compare"
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
@@ -384,4 +386,25 @@ func (c *cluster) metric(i int, name, match string) float64 {
 		}
 	}
 	return sum
+}
+
+// produceRaw writes one record to topic/partition with a client of its own:
+// kafka-go's shared default transport caches topic metadata for seconds and
+// would not see a topic created moments ago.
+func produceRaw(t testing.TB, brokerAddr, topic string, partition int, key, value []byte) {
+	t.Helper()
+	tr := &kafka.Transport{MetadataTTL: time.Second}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(brokerAddr), Transport: tr, Timeout: 10 * time.Second}
+	req := &kafka.ProduceRequest{Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
+		Records: kafka.NewRecordReader(kafka.Record{Key: kafka.NewBytes(key), Value: kafka.NewBytes(value)})}
+	var err error
+	testenv.WaitFor(t, 30*time.Second, "produce to "+topic, func() bool {
+		var resp *kafka.ProduceResponse
+		resp, err = cl.Produce(context.Background(), req)
+		if err == nil {
+			err = resp.Error
+		}
+		return err == nil
+	})
 }

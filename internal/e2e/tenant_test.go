@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/tandemdb/tandem/internal/testenv"
@@ -311,15 +310,7 @@ func TestTenantPoisonRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(e.broker.Addr)}
-	resp, err := cl.Produce(context.Background(), &kafka.ProduceRequest{Topic: topic, Partition: pipeline.PartitionFor([]byte("tenT"), parts),
-		RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(kafka.Record{Key: kafka.NewBytes([]byte("tenT")), Value: kafka.NewBytes(payload)})})
-	if err == nil {
-		err = resp.Error
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	produceRaw(t, e.broker.Addr, topic, pipeline.PartitionFor([]byte("tenT"), parts), []byte("tenT"), payload)
 	testenv.WaitFor(t, 30*time.Second, "forged message dead-lettered for isolation", func() bool {
 		return e.metric(1, "tandem_tenant_dead_lettered_total", `reason="isolation"`) == 1
 	})
