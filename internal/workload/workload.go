@@ -67,6 +67,13 @@ type Options struct {
 	Tables []string
 	// Rate limits changes per second (0: as fast as possible).
 	Rate int
+	// MultiRow writes each transaction as one multi-row statement on the
+	// items table (an upsert of TxnRows rows, or every tenth transaction a
+	// delete of TxnRows keys) instead of one statement per row: how
+	// applications that batch write, and the way to generate thousands of
+	// row changes per second without the load generator and the server
+	// spending the CPU on statement round trips.
+	MultiRow bool
 }
 
 // Stats counts what a run did.
@@ -100,6 +107,22 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 		n := 1 + r.IntN(opt.TxnRows)
 		n = min(n, opt.Changes-st.Changes())
 		var ts Stats
+		if opt.MultiRow {
+			err := multiRow(ctx, conn, r, opt, n, &ts)
+			if err == nil {
+				st.Inserts += ts.Inserts
+				st.Deletes += ts.Deletes
+				st.Txns++
+			} else if ctx.Err() != nil {
+				return st, nil
+			} else {
+				st.Errors++
+			}
+			if err := pace(ctx, start, st, opt.Rate); err != nil {
+				return st, nil
+			}
+			continue
+		}
 		tx, err := conn.BeginTx(ctx, nil)
 		if err == nil {
 			for range n {
@@ -138,20 +161,65 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 		st.Updates += ts.Updates
 		st.Deletes += ts.Deletes
 		st.Txns++
-		if opt.Rate > 0 {
-			due := start.Add(time.Duration(float64(st.Changes()) / float64(opt.Rate) * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return st, nil
-				case <-t.C:
-				}
-			}
+		if err := pace(ctx, start, st, opt.Rate); err != nil {
+			return st, nil
 		}
 	}
 	return st, nil
+}
+
+// pace waits until st's changes are due at rate changes/s since start.
+func pace(ctx context.Context, start time.Time, st Stats, rate int) error {
+	if rate <= 0 {
+		return nil
+	}
+	due := start.Add(time.Duration(float64(st.Changes()) / float64(rate) * float64(time.Second)))
+	d := time.Until(due)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// multiRow runs one transaction of one multi-row statement on items.
+func multiRow(ctx context.Context, conn *sql.DB, r *rand.Rand, opt Options, n int, st *Stats) error {
+	if r.IntN(10) == 0 {
+		args := make([]any, n)
+		for i := range args {
+			args[i] = r.IntN(opt.Keys)
+		}
+		q := fmt.Sprintf("DELETE FROM `%s`.items WHERE id IN (?%s)", opt.DB, strings.Repeat(", ?", n-1))
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+		st.Deletes += n
+		return nil
+	}
+	args := make([]any, 0, 5*n)
+	seen := map[int]bool{}
+	for len(seen) < n {
+		k := r.IntN(opt.Keys)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		args = append(args, k, word(r), r.IntN(1000), fmt.Sprintf("%d.%02d", r.IntN(100000), r.IntN(100)), maybe(r, sentence(r)))
+	}
+	q := fmt.Sprintf("INSERT INTO `%s`.items (id, name, qty, price, note, updated) VALUES %s "+
+		"ON DUPLICATE KEY UPDATE name = VALUES(name), qty = VALUES(qty), price = VALUES(price), note = VALUES(note), updated = VALUES(updated)",
+		opt.DB, strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, UTC_TIMESTAMP(6)),", n), ","))
+	if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+		return err
+	}
+	st.Inserts += n
+	return nil
 }
 
 func op(ctx context.Context, tx *sql.Tx, r *rand.Rand, opt Options, table string, st *Stats) error {
