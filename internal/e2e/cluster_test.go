@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -348,10 +350,27 @@ func execOut(ctx context.Context, bin string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// admin calls site i's authenticated admin API.
+// admin calls site i's authenticated admin API and fails the test unless
+// it answers 200.
 func (c *cluster) admin(i int, method, path string) string {
 	c.t.Helper()
-	req, err := http.NewRequest(method, "http://"+c.sites[i].admin+path, nil)
+	code, body := c.call(i, method, path, nil)
+	if code != http.StatusOK {
+		c.t.Fatalf("admin %s %s at %s: status %d: %s", method, path, c.sites[i].name, code, body)
+	}
+	return body
+}
+
+// call sends an authenticated admin request with an optional JSON body and
+// returns the status code and body.
+func (c *cluster) call(i int, method, path string, body any) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+c.sites[i].admin+path, rd)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -361,11 +380,8 @@ func (c *cluster) admin(i int, method, path string) string {
 		c.t.Fatalf("admin %s %s at %s: %v", method, path, c.sites[i].name, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		c.t.Fatalf("admin %s %s at %s: %s: %s", method, path, c.sites[i].name, resp.Status, body)
-	}
-	return string(body)
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // metric returns the sum of a Prometheus counter/gauge's samples at site i

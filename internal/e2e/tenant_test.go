@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -52,29 +50,6 @@ func newTenantEnv(t *testing.T, redisSrv *testenv.Redis, reloadInterval string) 
 	c.prepare()
 	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())
 	return &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix, reg: reg}
-}
-
-// call sends an authenticated admin request with an optional JSON body and
-// returns the status code and body.
-func (c *cluster) call(i int, method, path string, body any) (int, string) {
-	c.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://"+c.sites[i].admin+path, rd)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("admin %s %s at %s: %v", method, path, c.sites[i].name, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // tenantMode is the mode site i's replicator has in force for id.
