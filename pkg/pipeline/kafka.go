@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/errgroup"
 )
 
 // KafkaConfig is what the pipeline needs to reach the brokers.
@@ -142,23 +140,6 @@ func (p *Producer) ProducePartition(ctx context.Context, part int, msgs []Messag
 	return p.produce(ctx, part, recs)
 }
 
-// Produce writes msgs, keeping their relative order within each partition,
-// and returns once all were acknowledged. On error some partitions may have
-// been written: the caller re-sends from its last checkpoint (duplicates are
-// harmless downstream).
-func (p *Producer) Produce(ctx context.Context, msgs []Message) error {
-	byPart := make(map[int][]kafka.Record)
-	for _, m := range msgs {
-		part := PartitionFor(m.Key, p.partitions)
-		byPart[part] = append(byPart[part], kafka.Record{Key: kafka.NewBytes(m.Key), Value: kafka.NewBytes(m.Value)})
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	for part, recs := range byPart {
-		g.Go(func() error { return p.produce(ctx, part, recs) })
-	}
-	return g.Wait()
-}
-
 func (p *Producer) produce(ctx context.Context, part int, recs []kafka.Record) error {
 	resp, err := p.client.Produce(ctx, &kafka.ProduceRequest{
 		Topic:        p.topic,
@@ -179,10 +160,4 @@ func (p *Producer) produce(ctx context.Context, part int, recs []kafka.Record) e
 		return fmt.Errorf("kafka: produce %d records to %s/%d: %w", len(recs), p.topic, part, err)
 	}
 	return nil
-}
-
-// isNetErr reports whether err looks like a broker being unreachable.
-func isNetErr(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne)
 }
