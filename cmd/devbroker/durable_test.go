@@ -834,3 +834,24 @@ func TestStopAndRestartInProcess(t *testing.T) {
 	}
 	produce(t, newClient(t, addr), "seeded", 0, 2, "more")
 }
+
+// TestNoFsyncSurvivesKill: with -fsync=false every acknowledged record is
+// still in the journal's file (written before the acknowledgement), so a
+// SIGKILLed broker restarts with all of it.
+func TestNoFsyncSurvivesKill(t *testing.T) {
+	t.Parallel()
+	d := newDevbroker(t)
+	topic := testenv.Topic(t)
+	d.start(t, "-fsync=false", "-topics", topic+":2")
+	vs := make([]string, 200)
+	for i := range vs {
+		vs[i] = fmt.Sprintf("record-%d", i)
+	}
+	write(t, d.addr, topic, vs...)
+	before := observe(t, d.addr, topic)
+	d.kill(t)
+	d.start(t, "-fsync=false")
+	if diff := before.diff(observe(t, d.addr, topic)); diff != "" {
+		t.Fatalf("after SIGKILL and restart:\n%s", diff)
+	}
+}

@@ -262,6 +262,14 @@ func (j *journal) syncLoop() {
 	}
 }
 
+// noFsync makes the journal acknowledge frames once written to the OS
+// (-fsync=false): they survive the process, not the machine.
+func (j *journal) noFsync() {
+	j.mu.Lock()
+	j.sync = func() error { return nil }
+	j.mu.Unlock()
+}
+
 // failure returns the error that stopped the journal, once failed is closed.
 func (j *journal) failure() error {
 	j.mu.Lock()

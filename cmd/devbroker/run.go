@@ -29,6 +29,7 @@ type config struct {
 	readyFile  string
 	logLevel   kfake.LogLevel
 	dataDir    string
+	noFsync    bool
 }
 
 // run starts the broker, blocks until ctx is cancelled and returns the exit
@@ -70,12 +71,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&logLevel, "log-level", "warn", "broker log level on stderr: none, error, warn, info or debug")
 	fs.StringVar(&cfg.dataDir, "data-dir", "",
 		"keep the log in this `directory` and replay it on start, so a restarted broker keeps its topics and records; empty keeps everything in memory")
+	fsync := fs.Bool("fsync", true,
+		"with -data-dir, fsync the log before acknowledging (group commit); false only writes it to the OS page cache before acknowledging, "+
+			"as a Kafka broker does by default: the log then survives a broker crash or kill but not a machine crash")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	cfg.noFsync = !*fsync
 	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
 		return config{}, fmt.Errorf("-listen %q: want host:port: %v", cfg.listen, err)
 	}
@@ -241,6 +246,9 @@ func serveDurable(ctx context.Context, cfg config, opts []kfake.Opt, stderr io.W
 		return err
 	}
 	defer j.Close()
+	if cfg.noFsync {
+		j.noFsync()
+	}
 	rec.j = j
 	rec.recording.Store(true)
 

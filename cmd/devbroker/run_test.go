@@ -24,8 +24,9 @@ func TestParseFlags(t *testing.T) {
 		check   func(config) bool
 	}{
 		{args: nil, check: func(c config) bool {
-			return c.listen == "127.0.0.1:0" && c.partitions == 1 && c.autoCreate && len(c.topics) == 0 && c.dataDir == ""
+			return c.listen == "127.0.0.1:0" && c.partitions == 1 && c.autoCreate && len(c.topics) == 0 && c.dataDir == "" && !c.noFsync
 		}},
+		{args: []string{"-fsync=false"}, check: func(c config) bool { return c.noFsync }},
 		{args: []string{"-topics", "a, b:3", "-partitions", "2"}, check: func(c config) bool {
 			return c.topics["a"] == 2 && c.topics["b"] == 3
 		}},

@@ -149,12 +149,21 @@ func startBroker(shared bool) (*Broker, error) {
 	return b, nil
 }
 
+// EnvBrokerFsync = "0" starts the broker with -fsync=false: its log is
+// written to the OS before a produce is acknowledged but not fsynced, as a
+// Kafka broker does by default. Benchmarks use it to measure Tandem rather
+// than this broker's disk flushes; a killed broker still keeps everything.
+const EnvBrokerFsync = "TANDEM_BROKER_FSYNC"
+
 func (b *Broker) startLocked(listen string) error {
 	// A file left by a killed broker must not pass for readiness.
 	if err := os.Remove(b.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("testenv: broker: %w", err)
 	}
 	args := []string{"-listen", listen, "-ready-file", b.readyFile, "-data-dir", filepath.Join(b.root, "data")}
+	if os.Getenv(EnvBrokerFsync) == "0" {
+		args = append(args, "-fsync=false")
+	}
 	proc, err := startProcess(b.bin, args, nil, b.root, b.logPath)
 	if err != nil {
 		return fmt.Errorf("testenv: broker: %w", err)
