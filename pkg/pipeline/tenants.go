@@ -392,16 +392,20 @@ func (a *Applier) replayRound(ctx context.Context) (time.Duration, error) {
 func (a *Applier) replayTenant(ctx context.Context, t tenant.Tenant, b *tenant.Bucket) (bool, error) {
 	ts := a.ten
 	q := ts.cfg.Queues
-	head, err := q.Head(t.ID, a.cfg.MaxBatchTxns, 8<<20)
-	if err != nil {
-		return false, err
-	}
-	var es []tenant.Entry
-	var txns []event.Txn
-	rows := 0
-	for _, e := range head {
-		if e.Dead || rows >= a.cfg.MaxBatchRows {
-			break
+	var (
+		es    []tenant.Entry
+		txns  []event.Txn
+		rows  int
+		bytes int
+		dead  *tenant.Entry // a head entry that can never apply
+		why   string
+		cause error
+	)
+	// Entries are decoded only as far as this batch reaches: a throttled
+	// bulk load may have queued megabytes behind it.
+	err := q.Scan(t.ID, func(e tenant.Entry) bool {
+		if e.Dead || rows >= a.cfg.MaxBatchRows || len(es) == a.cfg.MaxBatchTxns || len(es) > 0 && bytes >= 8<<20 {
+			return false
 		}
 		txn, err := event.Decode(e.Payload)
 		reason := ""
@@ -418,13 +422,21 @@ func (a *Applier) replayTenant(ctx context.Context, t tenant.Tenant, b *tenant.B
 		}
 		if reason != "" {
 			if len(es) == 0 {
-				return false, a.markDead(e, reason, err)
+				dead, why, cause = &e, reason, err
 			}
-			break // replay what precedes it first
+			return false // replay what precedes it first
 		}
 		es = append(es, e)
 		txns = append(txns, txn)
 		rows += len(txn.Changes)
+		bytes += len(e.Payload)
+		return true
+	})
+	if err != nil {
+		return false, err
+	}
+	if dead != nil {
+		return false, a.markDead(*dead, why, cause)
 	}
 	if len(es) == 0 {
 		return false, nil

@@ -237,26 +237,43 @@ func (q *Queues) dec(e Entry) {
 // Head returns up to n entries of tenant from the head of its queue,
 // stopping after maxBytes of payload (at least one entry).
 func (q *Queues) Head(tenant string, n, maxBytes int) ([]Entry, error) {
-	p := q.tenantPrefix(tenant)
-	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return nil, fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
-	}
-	defer it.Close()
 	var out []Entry
 	bytes := 0
-	for it.First(); it.Valid() && len(out) < n && (len(out) == 0 || bytes < maxBytes); it.Next() {
-		var e Entry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return nil, fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", q.scope, it.Key(), err)
+	err := q.Scan(tenant, func(e Entry) bool {
+		if len(out) == n || len(out) > 0 && bytes >= maxBytes {
+			return false
 		}
 		bytes += len(e.Payload)
 		out = append(out, e)
+		return true
+	})
+	return out, err
+}
+
+// Scan calls fn with tenant's queued entries in order until fn returns
+// false. Entries are decoded one at a time, so a reader that needs only
+// the first few does not pay for the rest (a throttled bulk load can queue
+// many megabytes).
+func (q *Queues) Scan(tenant string, fn func(Entry) bool) error {
+	p := q.tenantPrefix(tenant)
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		var e Entry
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
+			return fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", q.scope, it.Key(), err)
+		}
+		if !fn(e) {
+			break
+		}
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
+		return fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
 	}
-	return out, nil
+	return nil
 }
 
 // Remove deletes replayed (or skipped) entries.

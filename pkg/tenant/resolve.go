@@ -175,6 +175,20 @@ func (r *Resolver) Tenant(ch *event.Change) string {
 	return Global
 }
 
+// Column returns the column whose value names the tenant of the rows of
+// schema.table, or "" when no column rule maps the table. A change built
+// by hand (not read from the binlog) must carry that column for Tenant to
+// give its tenant.
+func (r *Resolver) Column(schema, table string) string {
+	if !r.Mapped() {
+		return ""
+	}
+	if m := r.mapping(schema, table); m.kind == mapColumn {
+		return m.column
+	}
+	return ""
+}
+
 // ValueString renders a tenant column value as the tenant id.
 func ValueString(v event.Value) string {
 	switch v.Kind {

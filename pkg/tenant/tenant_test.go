@@ -60,6 +60,21 @@ func TestResolverTenant(t *testing.T) {
 	if got := none.Tenant(&ch); got != Global {
 		t.Fatalf("nil resolver: %q, want global", got)
 	}
+	// Column names the tenant column of column-mapped tables only.
+	for _, tc := range []struct{ schema, table, want string }{
+		{"shop", "orders", "tenant_id"},
+		{"crm", "accounts", "org"},
+		{"crm", "contacts", ""},
+		{"tenant_blue", "orders", ""},
+		{"other", "t", ""},
+	} {
+		if got := r.Column(tc.schema, tc.table); got != tc.want {
+			t.Errorf("Column(%s, %s) = %q, want %q", tc.schema, tc.table, got, tc.want)
+		}
+	}
+	if got := none.Column("shop", "orders"); got != "" {
+		t.Errorf("nil resolver: Column = %q", got)
+	}
 }
 
 func TestRuleCheck(t *testing.T) {
@@ -302,5 +317,31 @@ func TestQueuesDurableOrderedDeduped(t *testing.T) {
 	}
 	if seen, _ := q.Seen(1, 12); seen {
 		t.Fatal("skipped entry still indexed")
+	}
+}
+
+// TestQueuesScanStops: Scan hands over entries in order and stops at the
+// first false, decoding nothing past it.
+func TestQueuesScanStops(t *testing.T) {
+	db := openPebble(t, t.TempDir())
+	defer db.Close()
+	q, err := OpenQueues(db, "topic.a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []Entry
+	for i := range 5 {
+		es = append(es, Entry{Tenant: "t", Partition: 1, Offset: int64(i), Cause: CauseThrottled})
+	}
+	if err := q.Append(es); err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	err = q.Scan("t", func(e Entry) bool {
+		got = append(got, e.Offset)
+		return len(got) < 2
+	})
+	if err != nil || len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("Scan saw offsets %v, %v; want [0 1], nil", got, err)
 	}
 }
