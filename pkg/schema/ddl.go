@@ -70,7 +70,7 @@ func (g gen) versionColumnSQL(t TableRef, algorithm string) string {
 		ifNotExists = "IF NOT EXISTS "
 	}
 	return fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s%s BIGINT UNSIGNED NOT NULL DEFAULT 0%s COMMENT %s, %s",
-		t.quoted(), ifNotExists, quoteIdent(g.v), invisible,
+		t.quoted(), ifNotExists, QuoteIdent(g.v), invisible,
 		quoteString("Tandem row version (HLC), stamped by triggers and sinks"), algorithm)
 }
 
@@ -81,7 +81,7 @@ const (
 
 // columnDef is the definition of a tombstone column copied from c.
 func columnDef(c Column) string {
-	def := quoteIdent(c.Name) + " " + c.ColumnType
+	def := QuoteIdent(c.Name) + " " + c.ColumnType
 	if c.Charset != "" {
 		def += " CHARACTER SET " + c.Charset
 	}
@@ -93,23 +93,25 @@ func columnDef(c Column) string {
 
 // tombCreateSQL creates t's tombstone table: t's primary key columns with
 // identical types, character sets and collations (so keys compare the same
-// way in both tables) plus the version of the delete.
+// way in both tables) plus the version of the delete. The version is
+// indexed so the reconciler (pkg/sink Reconcile) reads only recent
+// tombstones.
 func (g gen) tombCreateSQL(t tableModel) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n", t.tomb().quoted())
 	for _, c := range t.pk {
 		fmt.Fprintf(&b, "  %s,\n", columnDef(c))
 	}
-	fmt.Fprintf(&b, "  %s BIGINT UNSIGNED NOT NULL,\n", quoteIdent(g.v))
+	fmt.Fprintf(&b, "  %s BIGINT UNSIGNED NOT NULL,\n", QuoteIdent(g.v))
 	keys := make([]string, len(t.pk))
 	for i, c := range t.pk {
-		keys[i] = quoteIdent(c.Name)
+		keys[i] = QuoteIdent(c.Name)
 		if i < len(t.pkPrefix) && t.pkPrefix[i] > 0 {
 			keys[i] += "(" + strconv.Itoa(t.pkPrefix[i]) + ")"
 		}
 	}
-	fmt.Fprintf(&b, "  PRIMARY KEY (%s)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=%s",
-		strings.Join(keys, ", "),
+	fmt.Fprintf(&b, "  PRIMARY KEY (%s),\n  KEY %s (%s)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=%s",
+		strings.Join(keys, ", "), QuoteIdent(TombVersionIndex), QuoteIdent(g.v),
 		quoteString("Tandem tombstones of "+t.ref.String()+": deleted keys and the version of the delete"))
 	return b.String()
 }
@@ -120,7 +122,7 @@ func (g gen) tombCreateSQL(t tableModel) string {
 func match(alias, row string, pk []Column) string {
 	parts := make([]string, len(pk))
 	for i, c := range pk {
-		q := quoteIdent(c.Name)
+		q := QuoteIdent(c.Name)
 		parts[i] = alias + "." + q + " = " + row + "." + q
 	}
 	return strings.Join(parts, " AND ")
@@ -139,7 +141,7 @@ func match(alias, row string, pk []Column) string {
 // client.
 func (g gen) readTomb(t tableModel, row, into string) string {
 	return fmt.Sprintf("SELECT MAX(tb.%s) INTO %s FROM %s AS tb WHERE %s;",
-		quoteIdent(g.v), into, t.tomb().quoted(), match("tb", row, t.pk))
+		QuoteIdent(g.v), into, t.tomb().quoted(), match("tb", row, t.pk))
 }
 
 // local is the condition under which a trigger acts: not in a sink
@@ -149,20 +151,20 @@ const local = "COALESCE(" + ApplySessionVar + ", 0) = 0"
 // triggers returns the triggers of t. Their bodies compute versions with
 // hlc.SQLNext, so they follow the same layout as the Go clock.
 func (g gen) triggers(t tableModel) []triggerDef {
-	v := quoteIdent(g.v)
+	v := QuoteIdent(g.v)
 	l := g.label()
 	tomb := t.tomb().quoted()
 	pkCols := make([]string, len(t.pk))
 	oldPK := make([]string, len(t.pk))
 	samePK := make([]string, len(t.pk))
 	for i, c := range t.pk {
-		q := quoteIdent(c.Name)
+		q := QuoteIdent(c.Name)
 		pkCols[i] = q
 		oldPK[i] = "OLD." + q
 		samePK[i] = "OLD." + q + " <=> NEW." + q
 	}
 	tombInsert := fmt.Sprintf("INSERT INTO %s (%s, %s)", tomb, strings.Join(pkCols, ", "), v)
-	tombV := quoteIdent(TombTable(t.ref.Table)) + "." + v // the existing tombstone row in ON DUPLICATE KEY UPDATE
+	tombV := QuoteIdent(TombTable(t.ref.Table)) + "." + v // the existing tombstone row in ON DUPLICATE KEY UPDATE
 
 	// BEFORE INSERT: after the key's tombstone, so a re-insert is causally
 	// after the delete. It must also be after the tombstone that REPLACE
@@ -241,7 +243,7 @@ END %[1]s`, l, local, tombInsert, strings.Join(oldPK, ", "),
 
 // createTriggerSQL installs d on t, replacing a trigger of the same name.
 func (g gen) createTriggerSQL(t TableRef, d triggerDef) []string {
-	name := quoteIdent(t.Schema) + "." + quoteIdent(d.name)
+	name := QuoteIdent(t.Schema) + "." + QuoteIdent(d.name)
 	head := fmt.Sprintf("TRIGGER %s %s %s ON %s FOR EACH ROW\n", name, d.timing, d.event, t.quoted())
 	if g.srv.mariaDB {
 		// One statement: the table never runs without the trigger.

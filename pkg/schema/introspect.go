@@ -121,6 +121,40 @@ func PKColumns(ctx context.Context, q Queryer, schema, table string) ([]string, 
 	return keys[0].Columns, nil
 }
 
+// Indexes returns the indexes of schema.table: name → columns in index
+// order.
+func Indexes(ctx context.Context, q Queryer, schema, table string) (map[string][]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME, SEQ_IN_INDEX`, schema, table)
+	if err != nil {
+		return nil, fmt.Errorf("schema: read indexes of %s.%s: %w", schema, table, err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var s, t, name string
+		var col sql.NullString // NULL for an expression part
+		if err := rows.Scan(&s, &t, &name, &col); err != nil {
+			return nil, fmt.Errorf("schema: read indexes of %s.%s: %w", schema, table, err)
+		}
+		if s == schema && t == table { // matched case-insensitively
+			out[name] = append(out[name], col.String)
+		}
+	}
+	return out, rows.Err()
+}
+
+// IsBinaryType reports whether a column of information_schema DATA_TYPE
+// dataType holds bytes rather than text: _tandem_conflicts.pk_json shows
+// such key values as 0x-prefixed hex.
+func IsBinaryType(dataType string) bool {
+	switch dataType {
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return true
+	}
+	return false
+}
+
 // UniqueKeys returns the primary key (first, when there is one) and the
 // unique secondary keys of schema.table, the latter ordered by name. Keys
 // on expressions (MySQL functional indexes) are left out: they cannot be

@@ -13,7 +13,7 @@ type metaColumn struct {
 }
 
 func (c metaColumn) def() string {
-	return strings.TrimSpace(quoteIdent(c.name) + " " + c.typ + " " + c.attrs)
+	return strings.TrimSpace(QuoteIdent(c.name) + " " + c.typ + " " + c.attrs)
 }
 
 // metaTable is a bookkeeping table in the meta schema.
@@ -71,9 +71,14 @@ func metaTables(v string) []metaTable {
 			{"origin_gtid", "VARCHAR(255)", "NULL"},
 			{"tenant", "VARCHAR(255)", "NULL"},
 			{"detail", "TEXT", "NULL"},
+			{"reasserted_at", ts, "NULL DEFAULT NULL COMMENT 'home_only_violation: when the home site re-asserted its version (or found it superseded); NULL = pending'"},
 		},
-		pk:   []string{"id"},
-		keys: []string{"KEY `at` (`at`)"},
+		pk: []string{"id"},
+		keys: []string{
+			"KEY `at` (`at`)",
+			// The home site's re-assert loop finds its pending violations.
+			"KEY `reassert_pending` (`kind`, `reasserted_at`)",
+		},
 	}, {
 		name:    Parked,
 		comment: "Tandem: messages a sink could not apply or that wait for a paused tenant",
@@ -132,7 +137,7 @@ func metaTables(v string) []metaTable {
 // createSQL is the CREATE TABLE statement of m in schema.
 func (m metaTable) createSQL(schema string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s.%s (\n", quoteIdent(schema), quoteIdent(m.name))
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s.%s (\n", QuoteIdent(schema), QuoteIdent(m.name))
 	for _, c := range m.columns {
 		fmt.Fprintf(&b, "  %s,\n", c.def())
 	}
@@ -178,7 +183,7 @@ func isText(dataType string) bool {
 func identList(names []string) string {
 	q := make([]string, len(names))
 	for i, n := range names {
-		q[i] = quoteIdent(n)
+		q[i] = QuoteIdent(n)
 	}
 	return strings.Join(q, ", ")
 }

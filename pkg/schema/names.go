@@ -22,6 +22,8 @@ const (
 	// in the same schema: the table's primary key columns plus the version
 	// column. A BEFORE DELETE trigger writes it in the deleting transaction.
 	TombPrefix = "_tandem_tomb_"
+	// TombVersionIndex is the index on a tombstone table's version column.
+	TombVersionIndex = "_tandem_hlc_idx"
 	// MaxTableName is the longest replicated table name: MariaDB's 64
 	// character identifier limit minus len(TombPrefix).
 	MaxTableName = 64 - len(TombPrefix)

@@ -16,7 +16,7 @@ type TableRef struct {
 func (r TableRef) String() string { return r.Schema + "." + r.Table }
 
 // quoted is the table's name as a SQL identifier: `schema`.`table`.
-func (r TableRef) quoted() string { return quoteIdent(r.Schema) + "." + quoteIdent(r.Table) }
+func (r TableRef) quoted() string { return QuoteIdent(r.Schema) + "." + QuoteIdent(r.Table) }
 
 // Options say which objects a site needs.
 type Options struct {
@@ -100,8 +100,8 @@ func (o Options) tables() []TableRef {
 	return out
 }
 
-// quoteIdent quotes name as a MariaDB/MySQL identifier.
-func quoteIdent(name string) string {
+// QuoteIdent quotes name as a MariaDB/MySQL identifier.
+func QuoteIdent(name string) string {
 	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
 }
 

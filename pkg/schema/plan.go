@@ -296,7 +296,7 @@ func (in *inspection) meta(ctx context.Context, q Queryer) (map[string]bool, err
 	if n == 0 {
 		in.step("schema "+schema, "meta schema does not exist",
 			fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s CHARACTER SET %s COLLATE %s",
-				quoteIdent(schema), metaCharset, metaCollation))
+				QuoteIdent(schema), metaCharset, metaCollation))
 	}
 	planned := map[string]bool{}
 	for _, m := range metaTables(in.opt.VersionColumn) {
@@ -318,6 +318,20 @@ func (in *inspection) meta(ctx context.Context, q Queryer) (map[string]bool, err
 			if !have[c.name] {
 				in.step(ref.String(), "column "+c.name+" is missing (table from an older Tandem)",
 					fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", ref.quoted(), c.def()))
+			}
+		}
+		if len(m.keys) == 0 {
+			continue
+		}
+		indexes, err := Indexes(ctx, q, ref.Schema, ref.Table)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range m.keys {
+			// "KEY `name` (…)"
+			if name := strings.Split(k, "`"); len(name) > 1 && indexes[name[1]] == nil {
+				in.step(ref.String(), "index "+name[1]+" is missing (table from an older Tandem)",
+					fmt.Sprintf("ALTER TABLE %s ADD %s", ref.quoted(), k))
 			}
 		}
 	}
@@ -431,7 +445,7 @@ func (in *inspection) loadTable(ctx context.Context, q Queryer, model *tableMode
 		in.problem(obj, fmt.Sprintf("column %s is %s%s; Tandem needs it to be BIGINT UNSIGNED NOT NULL",
 			v.Name, v.ColumnType, map[bool]string{true: " NULL", false: ""}[v.Nullable]),
 			fmt.Sprintf("ALTER TABLE %s MODIFY %s BIGINT UNSIGNED NOT NULL DEFAULT 0, or pick another version column name",
-				ref.quoted(), quoteIdent(v.Name)))
+				ref.quoted(), QuoteIdent(v.Name)))
 		return false, nil
 	}
 	return true, nil
@@ -490,13 +504,27 @@ func (in *inspection) tomb(ctx context.Context, q Queryer, model tableModel, pla
 	v, ok := byName[in.opt.VersionColumn]
 	switch {
 	case !ok:
-		fixes = append(fixes, "ADD COLUMN "+quoteIdent(in.opt.VersionColumn)+" BIGINT UNSIGNED NOT NULL DEFAULT 0")
+		fixes = append(fixes, "ADD COLUMN "+QuoteIdent(in.opt.VersionColumn)+" BIGINT UNSIGNED NOT NULL DEFAULT 0")
 	case !isVersionType(v):
-		fixes = append(fixes, "MODIFY COLUMN "+quoteIdent(in.opt.VersionColumn)+" BIGINT UNSIGNED NOT NULL")
+		fixes = append(fixes, "MODIFY COLUMN "+QuoteIdent(in.opt.VersionColumn)+" BIGINT UNSIGNED NOT NULL")
+	}
+	why := "tombstone columns differ from the primary key columns of " + model.ref.String()
+	indexes, err := Indexes(ctx, q, ref.Schema, ref.Table)
+	if err != nil {
+		return err
+	}
+	indexed := false
+	for _, cols := range indexes {
+		indexed = indexed || cols[0] == in.opt.VersionColumn
+	}
+	if !indexed {
+		if len(fixes) == 0 {
+			why = "tombstone table has no index on " + in.opt.VersionColumn + " (tables prepared by an earlier release)"
+		}
+		fixes = append(fixes, "ADD KEY "+QuoteIdent(TombVersionIndex)+" ("+QuoteIdent(in.opt.VersionColumn)+")")
 	}
 	if len(fixes) > 0 {
-		in.step(obj, "tombstone columns differ from the primary key columns of "+model.ref.String(),
-			"ALTER TABLE "+ref.quoted()+" "+strings.Join(fixes, ", "))
+		in.step(obj, why, "ALTER TABLE "+ref.quoted()+" "+strings.Join(fixes, ", "))
 	}
 	return nil
 }
@@ -563,7 +591,7 @@ func (in *inspection) triggers(model tableModel, existing map[string]trigger) {
 	for name := range existing {
 		if IsInternal(name) {
 			in.step("trigger "+model.ref.Schema+"."+name, "trigger is not part of this Tandem version",
-				"DROP TRIGGER IF EXISTS "+quoteIdent(model.ref.Schema)+"."+quoteIdent(name))
+				"DROP TRIGGER IF EXISTS "+QuoteIdent(model.ref.Schema)+"."+QuoteIdent(name))
 			continue
 		}
 		foreign = append(foreign, name)

@@ -62,7 +62,7 @@ func newFixture(t *testing.T, site uint8, tables ...string) *fixture {
 	f.meta = testenv.NewDatabase(t, m)
 	// The meta schema is created by prepare; NewDatabase only reserved a
 	// unique name and drops it at the end.
-	m.Exec(t, "DROP DATABASE "+quoteIdent(f.meta))
+	m.Exec(t, "DROP DATABASE "+QuoteIdent(f.meta))
 	f.db = m.DB(t, f.data)
 	f.opt = Options{Site: site, MetaSchema: f.meta}
 	for _, ddl := range tables {
@@ -142,12 +142,12 @@ func TestPrepareIsIdempotent(t *testing.T) {
 	}
 	script := plan.String()
 	for _, want := range []string{
-		"CREATE DATABASE IF NOT EXISTS " + quoteIdent(f.meta),
-		"CREATE TABLE IF NOT EXISTS " + quoteIdent(f.meta) + ".`_tandem_offsets`",
-		"ALTER TABLE " + quoteIdent(f.data) + ".`accounts` ADD COLUMN IF NOT EXISTS `_tandem_hlc` BIGINT UNSIGNED NOT NULL DEFAULT 0 INVISIBLE",
+		"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(f.meta),
+		"CREATE TABLE IF NOT EXISTS " + QuoteIdent(f.meta) + ".`_tandem_offsets`",
+		"ALTER TABLE " + QuoteIdent(f.data) + ".`accounts` ADD COLUMN IF NOT EXISTS `_tandem_hlc` BIGINT UNSIGNED NOT NULL DEFAULT 0 INVISIBLE",
 		"ALGORITHM=INSTANT",
-		"CREATE TABLE IF NOT EXISTS " + quoteIdent(f.data) + ".`_tandem_tomb_items`",
-		"CREATE OR REPLACE TRIGGER " + quoteIdent(f.data) + ".`_tandem_bd_kinds` BEFORE DELETE ON " + quoteIdent(f.data) + ".`kinds`",
+		"CREATE TABLE IF NOT EXISTS " + QuoteIdent(f.data) + ".`_tandem_tomb_items`",
+		"CREATE OR REPLACE TRIGGER " + QuoteIdent(f.data) + ".`_tandem_bd_kinds` BEFORE DELETE ON " + QuoteIdent(f.data) + ".`kinds`",
 		"tandem_v1_site_2: BEGIN",
 		"DELIMITER //",
 	} {
@@ -288,12 +288,15 @@ func TestOutdatedObjectsAreRepaired(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 2, testTables[0])
 	f.prepare(t)
-	q := quoteIdent(f.data)
+	q := QuoteIdent(f.data)
 	// Someone edits a trigger, adds a stale Tandem trigger and drops a
 	// bookkeeping column.
 	f.exec(t, "CREATE OR REPLACE TRIGGER "+q+".`_tandem_bd_accounts` BEFORE DELETE ON "+q+".accounts FOR EACH ROW SET @x = 1")
 	f.exec(t, "CREATE TRIGGER "+q+".`_tandem_au_accounts` AFTER UPDATE ON "+q+".accounts FOR EACH ROW SET @x = 2")
-	f.exec(t, "ALTER TABLE "+quoteIdent(f.meta)+".`_tandem_offsets` DROP COLUMN epoch")
+	f.exec(t, "ALTER TABLE "+QuoteIdent(f.meta)+".`_tandem_offsets` DROP COLUMN epoch")
+	f.exec(t, "ALTER TABLE "+QuoteIdent(f.meta)+".`_tandem_conflicts` DROP KEY `at`")
+	// A tombstone table from before the version index.
+	f.exec(t, "ALTER TABLE "+q+"."+QuoteIdent(TombTable("accounts"))+" DROP KEY "+QuoteIdent(TombVersionIndex))
 	plan := f.inspect(t)
 	var whys []string
 	for _, s := range plan.Steps {
@@ -301,6 +304,8 @@ func TestOutdatedObjectsAreRepaired(t *testing.T) {
 	}
 	want := []string{
 		f.meta + "._tandem_offsets: column epoch is missing (table from an older Tandem)",
+		f.meta + "._tandem_conflicts: index at is missing (table from an older Tandem)",
+		f.data + "._tandem_tomb_accounts: tombstone table has no index on _tandem_hlc (tables prepared by an earlier release)",
 		"trigger " + f.data + "._tandem_bd_accounts: trigger has a definition Tandem did not write",
 		"trigger " + f.data + "._tandem_au_accounts: trigger is not part of this Tandem version",
 	}

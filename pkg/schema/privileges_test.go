@@ -45,7 +45,7 @@ func (f *fixture) user(t *testing.T, role string, grants ...string) *sql.DB {
 func TestLeastPrivilege(t *testing.T) {
 	f := newFixture(t, 2, testTables[0])
 	ctx := context.Background()
-	data, meta := quoteIdent(f.data)+".*", quoteIdent(f.meta)+".*"
+	data, meta := QuoteIdent(f.data)+".*", QuoteIdent(f.meta)+".*"
 	const prepPrivs = "SELECT, INSERT, UPDATE, CREATE, ALTER, TRIGGER"
 	prep := f.user(t, "prep", prepPrivs+" ON "+data, prepPrivs+" ON "+meta)
 
@@ -99,7 +99,7 @@ func TestLeastPrivilege(t *testing.T) {
 		"SET " + ApplySessionVar + " = 1",
 		"INSERT INTO accounts (id, name, _tandem_hlc) VALUES (5, 'r', 1234)",
 		"INSERT INTO " + TombTable("accounts") + " (id, _tandem_hlc) VALUES (6, 1235)",
-		"INSERT INTO " + quoteIdent(f.meta) + "." + Offsets + " (topic, part, next_offset, origin) VALUES ('t', 0, 1, 3)",
+		"INSERT INTO " + QuoteIdent(f.meta) + "." + Offsets + " (topic, part, next_offset, origin) VALUES ('t', 0, 1, 3)",
 	} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			t.Errorf("sink account: %s: %v", q, err)
@@ -138,7 +138,7 @@ func containsFix(problems []Problem, s string) bool {
 func TestReaderPrivileges(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 2, testTables[0])
-	reader := f.user(t, "reader", "REPLICATION SLAVE, BINLOG MONITOR ON *.*", "SELECT ON "+quoteIdent(f.data)+".*")
+	reader := f.user(t, "reader", "REPLICATION SLAVE, BINLOG MONITOR ON *.*", "SELECT ON "+QuoteIdent(f.data)+".*")
 	var pos string
 	if err := reader.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
 		t.Fatal(err)

@@ -195,8 +195,8 @@ func TestTriggerVersions(t *testing.T) {
 	checkLocal(t, "composite key insert", v)
 
 	// Heartbeats replicate like data, so they are versioned too.
-	c.exec("INSERT INTO " + quoteIdent(f.meta) + ".`_tandem_heartbeat` (site, hlc, wall) VALUES (7, 1, NOW(6))")
-	checkLocal(t, "heartbeat", c.version(quoteIdent(f.meta)+".`_tandem_heartbeat`", "site = 7"))
+	c.exec("INSERT INTO " + QuoteIdent(f.meta) + ".`_tandem_heartbeat` (site, hlc, wall) VALUES (7, 1, NOW(6))")
+	checkLocal(t, "heartbeat", c.version(QuoteIdent(f.meta)+".`_tandem_heartbeat`", "site = 7"))
 }
 
 func TestTriggersLeaveSinkSessionsAlone(t *testing.T) {
