@@ -42,6 +42,8 @@ type Replicator struct {
 	obs     *observer
 	tables  []schema.TableRef // replicated tables (schema.tables)
 	tenants *tenants          // nil unless tenants.redis.addr is set
+	// reconciler removes late inserts (tombstones.go); nil without peers.
+	reconciler *sink.MySQL
 }
 
 // New opens local state and connections and checks the source, refusing to
@@ -133,6 +135,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		if err != nil {
 			return nil, err
 		}
+		if r.reconciler == nil {
+			r.reconciler = s // any sink: Reconcile needs only the session setup
+		}
 		var ten *pipeline.Tenants
 		if r.tenants != nil {
 			// Home-only tenants apply through a sink holding their home
@@ -218,8 +223,12 @@ func (r *Replicator) Run(ctx context.Context) error {
 	if r.tenants != nil {
 		g.Go(func() error { return r.tenants.run(gctx) })
 	}
+	late := newLateInsertMetrics(r.reg, r.cfg.Site.Name)
 	if r.cfg.Tombstones.GCInterval > 0 {
-		g.Go(func() error { return r.tombstoneGC(gctx) })
+		g.Go(func() error { return r.tombstoneGC(gctx, late) })
+	}
+	if r.cfg.Tombstones.ReconcileInterval > 0 && r.reconciler != nil {
+		g.Go(func() error { return r.reconcileLoop(gctx, late) })
 	}
 	if r.cfg.Heartbeat.Enabled {
 		g.Go(func() error { return r.heartbeat(gctx) })

@@ -131,7 +131,7 @@ func (r *Replicator) lowWatermark(ctx context.Context) (low hlc.Timestamp, why s
 
 // collectTombstones deletes tombstones below the low watermark minus the
 // grace period, in small batches so no lock is held for long.
-func (r *Replicator) collectTombstones(ctx context.Context, collected prometheus.Counter) error {
+func (r *Replicator) collectTombstones(ctx context.Context, collected prometheus.Counter, late *prometheus.CounterVec) error {
 	low, why, err := r.lowWatermark(ctx)
 	if err != nil {
 		return err
@@ -145,6 +145,11 @@ func (r *Replicator) collectTombstones(ctx context.Context, collected prometheus
 		return nil
 	}
 	cutoff := hlc.New(low.WallMillis()-grace, 0, 0)
+	// The last chance for a late insert whose delete is about to lose its
+	// tombstone: after that nothing would say the row lost.
+	if err := r.reconcile(ctx, 0, cutoff, late); err != nil {
+		return err
+	}
 	total := int64(0)
 	for _, t := range r.tables {
 		q := fmt.Sprintf("DELETE FROM `%s`.`%s` WHERE `%s` < ? LIMIT 1000", t.Schema, schema.TombTable(t.Table), r.cfg.Schema.VersionColumn)
@@ -167,7 +172,7 @@ func (r *Replicator) collectTombstones(ctx context.Context, collected prometheus
 	return nil
 }
 
-func (r *Replicator) tombstoneGC(ctx context.Context) error {
+func (r *Replicator) tombstoneGC(ctx context.Context, late *prometheus.CounterVec) error {
 	collected := prometheus.NewCounter(prometheus.CounterOpts{
 		Name:        "tandem_tombstones_collected_total",
 		Help:        "Tombstones deleted below the lowest applied watermark of all sites.",
@@ -189,12 +194,89 @@ func (r *Replicator) tombstoneGC(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if err := r.collectTombstones(ctx, collected); err != nil {
+		if err := r.collectTombstones(ctx, collected, late); err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("tombstone collection failed; will retry", zap.Error(err))
 			}
 			continue
 		}
 		runs.Inc()
+	}
+}
+
+// Late inserts (docs/tombstones.md): a local insert that raced a delete of
+// the same key can commit with a version at or below the delete's
+// tombstone. The other sites drop it, as the rule says; this site must
+// too. sink.Reconcile explains the race and removes such rows.
+
+func newLateInsertMetrics(reg *prometheus.Registry, site string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem_late_inserts_removed_total",
+		Help: "Local rows removed because their version was at or below their own key's tombstone " +
+			"(an insert that committed after a concurrent delete with a greater version).",
+		ConstLabels: prometheus.Labels{"site": site},
+	}, []string{"table"})
+	if reg != nil {
+		reg.MustRegister(c)
+	}
+	return c
+}
+
+// reconcile removes late inserts whose tombstones have versions in
+// [from, to) from every replicated table.
+func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late *prometheus.CounterVec) error {
+	if r.reconciler == nil {
+		return nil
+	}
+	for _, t := range r.tables {
+		// With a tenant registry any tenant may be home-only: compare
+		// only versions of one site (see sink.Reconcile).
+		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, r.tenants != nil)
+		if err != nil {
+			return fmt.Errorf("reconcile %s: %w", t, err)
+		}
+		if n > 0 {
+			late.WithLabelValues(t.String()).Add(float64(n))
+			r.log.Warn("removed rows that lost to a concurrent delete at this site (late inserts; logged in _tandem_conflicts as late_insert)",
+				zap.Stringer("table", t), zap.Int64("rows", n))
+		}
+	}
+	return nil
+}
+
+// reconcileLoop checks, every reconcile_interval, the tombstones of the
+// last reconcile_window of database time. A racing insert commits while or
+// shortly after the delete it raced commits, so recent tombstones are the
+// ones that matter; older ones are checked once more before collection.
+func (r *Replicator) reconcileLoop(ctx context.Context, late *prometheus.CounterVec) error {
+	window := uint64(r.cfg.Tombstones.ReconcileWindow.Duration().Milliseconds())
+	t := time.NewTicker(r.cfg.Tombstones.ReconcileInterval.Duration())
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		// Tombstones are stamped by the database's clock (the triggers),
+		// so the window is measured on it, not on this process's clock.
+		var tick uint64
+		err := r.db.QueryRowContext(ctx, "SELECT "+hlc.SQLNowTick).Scan(&tick)
+		if err == nil {
+			from := hlc.Timestamp(0)
+			if now := hlc.Timestamp(tick << hlc.SiteBits); now.WallMillis() > window {
+				from = hlc.New(now.WallMillis()-window, 0, 0)
+			}
+			err = r.reconcile(ctx, from, hlc.Timestamp(^uint64(0)), late)
+		}
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			r.log.Warn("late insert reconciliation failed; retrying each interval", zap.Error(err))
+			failing = true
+		case err == nil && failing:
+			r.log.Info("late insert reconciliation recovered")
+			failing = false
+		}
 	}
 }

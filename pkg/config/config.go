@@ -223,6 +223,14 @@ type Tombstones struct {
 	// GCGrace is how far below the lowest applied watermark of all sites a
 	// tombstone's version must be before it is collected.
 	GCGrace Duration `yaml:"gc_grace"`
+	// ReconcileInterval is how often rows left below their own tombstone
+	// by an insert that raced a delete are removed (docs/tombstones.md,
+	// "Late inserts"); 0 disables it.
+	ReconcileInterval Duration `yaml:"reconcile_interval"`
+	// ReconcileWindow is how far back each pass looks: tombstones with
+	// versions this much older than the database clock are checked only
+	// once more, just before they are collected.
+	ReconcileWindow Duration `yaml:"reconcile_window"`
 }
 
 // Admin configures the HTTP admin server (pkg/admin).
@@ -324,6 +332,10 @@ func Default() *Config {
 		Tombstones: Tombstones{
 			GCInterval: Duration(time.Minute),
 			GCGrace:    Duration(time.Hour),
+			// A racing insert commits within its lock wait
+			// (innodb_lock_wait_timeout, 50 s by default) of the delete.
+			ReconcileInterval: Duration(time.Second),
+			ReconcileWindow:   Duration(2 * time.Minute),
 		},
 		Tenants: defaultTenants(),
 		Admin:   Admin{Listen: DefaultAdminListen},

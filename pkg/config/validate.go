@@ -293,6 +293,10 @@ func (t *Tombstones) check(ps *problems) {
 		checkDuration(ps, "tombstones.gc_interval", t.GCInterval, 100*time.Millisecond, 24*time.Hour)
 	}
 	checkDuration(ps, "tombstones.gc_grace", t.GCGrace, 0, 30*24*time.Hour)
+	if t.ReconcileInterval != 0 {
+		checkDuration(ps, "tombstones.reconcile_interval", t.ReconcileInterval, 100*time.Millisecond, time.Hour)
+	}
+	checkDuration(ps, "tombstones.reconcile_window", t.ReconcileWindow, time.Second, 24*time.Hour)
 }
 
 // IsLoopback reports whether the host part of a host:port address is a

@@ -15,13 +15,7 @@ import (
 func TestOffsetsRowIsFirstRowEvent(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Config{}, kvTable, usersTable)
-	var file string
-	var pos int64
-	var ignore any
-	row := f.db.QueryRow("SHOW MASTER STATUS")
-	if err := row.Scan(&file, &pos, &ignore, &ignore); err != nil {
-		t.Fatalf("SHOW MASTER STATUS: %v", err)
-	}
+	file, pos := binlogPosition(t, f)
 
 	vs := newVersions()
 	v1, v2 := vs.next(2), vs.next(2)
@@ -41,29 +35,52 @@ func TestOffsetsRowIsFirstRowEvent(t *testing.T) {
 		t.Fatalf("Result %+v", res)
 	}
 
-	rows, err := f.db.Query("SHOW BINLOG EVENTS IN '" + file + "' FROM " + strconv.FormatInt(pos, 10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	offsets := f.meta + "." + schema.Offsets
-	var (
-		tables []string // table maps of the current transaction, in order
-		seen   int
-	)
-	check := func() {
+	seen := 0
+	for _, tables := range binlogTxnTables(t, f, file, pos) {
 		mine := false
 		for _, tb := range tables {
 			mine = mine || strings.HasPrefix(tb, f.data+".") || strings.HasPrefix(tb, f.meta+".")
 		}
 		if !mine {
-			return
+			continue
 		}
 		seen++
 		if tables[0] != offsets {
 			t.Errorf("a sink transaction's first row event is on %s, want %s (table maps: %v)", tables[0], offsets, tables)
 		}
 	}
+	if seen != 2 {
+		t.Errorf("found %d sink transactions in the binlog, want 2", seen)
+	}
+}
+
+// binlogPosition is the server's current binlog file and position.
+func binlogPosition(t *testing.T, f *fixture) (string, int64) {
+	t.Helper()
+	var file string
+	var pos int64
+	var ignore any
+	if err := f.db.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &ignore, &ignore); err != nil {
+		t.Fatalf("SHOW MASTER STATUS: %v", err)
+	}
+	return file, pos
+}
+
+// binlogTxnTables lists, per transaction written to the binlog since
+// file:pos (by any client of the server), the tables of its table map
+// events in order, as "schema.table".
+func binlogTxnTables(t *testing.T, f *fixture, file string, pos int64) [][]string {
+	t.Helper()
+	rows, err := f.db.Query("SHOW BINLOG EVENTS IN '" + file + "' FROM " + strconv.FormatInt(pos, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var (
+		out    [][]string
+		tables []string // table maps of the current transaction, in order
+	)
 	for rows.Next() {
 		var logName, eventType, info string
 		var p, serverID, end int64
@@ -80,7 +97,7 @@ func TestOffsetsRowIsFirstRowEvent(t *testing.T) {
 			}
 		case "Xid":
 			if len(tables) > 0 {
-				check()
+				out = append(out, tables)
 			}
 			tables = nil
 		}
@@ -88,7 +105,5 @@ func TestOffsetsRowIsFirstRowEvent(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if seen != 2 {
-		t.Errorf("found %d sink transactions in the binlog, want 2", seen)
-	}
+	return out
 }

@@ -14,7 +14,8 @@ import (
 type column struct {
 	name      string
 	kind      colKind
-	generated bool // computed by the server; never written
+	generated bool   // computed by the server; never written
+	dataType  string // information_schema DATA_TYPE ("varbinary", "int", …)
 }
 
 // tableMeta is the target side of one replicated table: its columns, keys
@@ -132,7 +133,7 @@ func (c *metaCache) load(ctx context.Context, schemaName, table string) (*tableM
 		if col.DataType == "json" {
 			k = colJSON
 		}
-		m.cols[col.Name] = &column{name: col.Name, kind: k, generated: col.Generated}
+		m.cols[col.Name] = &column{name: col.Name, kind: k, generated: col.Generated, dataType: col.DataType}
 	}
 	if v, ok := m.cols[c.version]; !ok || v.generated {
 		return nil, schemaErrorf("table %s has no version column %s: run `replicator schema prepare`", name, c.version)

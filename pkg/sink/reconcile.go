@@ -1,0 +1,142 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/tandemdb/tandem/pkg/hlc"
+	"github.com/tandemdb/tandem/pkg/schema"
+)
+
+// kindLateInsert marks a row Reconcile removed (see there).
+const kindLateInsert = "late_insert"
+
+// Reconcile removes the rows of one table that lost to a delete at this
+// very site: rows whose version is at or below their own key's tombstone,
+// for tombstones with versions in [from, to). It returns how many it
+// removed.
+//
+// Why such rows exist. A local INSERT computes its version in the BEFORE
+// INSERT trigger from the statement's start time and from what its
+// snapshot shows of the key's tombstone. When a concurrent transaction
+// deletes the key (locally, or a sink applying a remote delete) after that
+// snapshot and commits while the INSERT waits for the key's row lock, the
+// insert goes ahead with a version below the delete's tombstone. Every
+// other site applies the delete first and then refuses the older insert,
+// as the rule says (the greatest version wins: the delete). Only this site
+// keeps the row. Locking reads in the trigger would avoid it but take gap
+// locks that deadlock ordinary concurrent inserts and deletes (see
+// pkg/schema TestTriggersDoNotDeadlockWriters), so the repair is here,
+// after the fact: delete the row, as the rule says every site must.
+//
+// The repair runs in a sink session: the triggers leave it alone (the
+// tombstone already has the delete's version), and its first row change
+// is the _tandem_conflicts record of what was removed, which makes the
+// local binlog reader drop the transaction — the other sites hold no such
+// row, so there is nothing to send them. The delete compares versions
+// again under the row lock, so a row rewritten meanwhile with a newer
+// version stays.
+//
+// With sameSite, only rows and tombstones stamped by the same site are
+// compared. Versions of one site compare the same under every conflict
+// policy; across sites a home-only policy can rank a home row above a
+// numerically greater tombstone, and Reconcile does not know the row's
+// tenant. The replicator asks for sameSite whenever tenants may have such
+// a policy.
+func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, to hlc.Timestamp, sameSite bool) (removed int64, err error) {
+	m, _, err := s.meta.get(ctx, schemaName, table)
+	if err != nil {
+		return 0, err
+	}
+	// The table goes by its qualified name, not an alias: MariaDB resolves
+	// the target of a multi-table DELETE in the default database, and sink
+	// sessions have none.
+	t := m.qTable + "."
+	on := make([]string, len(m.pk))
+	keys := make([]string, len(m.pk))
+	for i, name := range m.pk {
+		q := quoteIdent(name)
+		on[i] = t + q + " = tb." + q
+		keys[i] = keyText(t+q, m.cols[name])
+	}
+	v := m.qVersion
+	from64, to64 := strconv.FormatUint(uint64(from), 10), strconv.FormatUint(uint64(to), 10)
+	join := " FROM " + m.qTomb + " AS tb JOIN " + m.qTable + " ON " + strings.Join(on, " AND ") +
+		" WHERE tb." + v + " >= " + from64 + " AND tb." + v + " < " + to64 + " AND " + t + v + " <= tb." + v
+	if sameSite {
+		join += " AND " + t + v + " & 255 = tb." + v + " & 255"
+	}
+
+	conn, tx, err := s.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	committed := false
+	defer func() {
+		healthy := committed
+		if !committed {
+			healthy = tx.Rollback() == nil && (err == nil || sqlErrorNumber(err) != 0)
+		}
+		s.release(conn, healthy)
+	}()
+
+	// The cheap, common case first: a consistent read that finds nothing
+	// takes no locks and writes nothing.
+	var n int64
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*)"+join).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sink: look for late inserts in %s: %w", m.name, err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	// Lock what was found, so the record below describes what the delete
+	// removes (READ COMMITTED: rows that no longer match are unlocked).
+	rows, err := tx.QueryContext(ctx, "SELECT "+t+v+join+" FOR UPDATE")
+	if err != nil {
+		return 0, fmt.Errorf("sink: lock late inserts in %s: %w", m.name, err)
+	}
+	rows.Close()
+	// INVARIANT: the first row change of the transaction is in a sink
+	// bookkeeping table (loop prevention, see claimOffsets).
+	q := "INSERT INTO " + s.qConflicts +
+		" (schema_name, table_name, pk_json, kind, local_version, incoming_version, local_site, incoming_site, detail) SELECT " +
+		sqlString(m.schema) + ", " + sqlString(m.table) + ", JSON_ARRAY(" + strings.Join(keys, ", ") + "), " +
+		sqlString(kindLateInsert) + ", " + t + v + ", tb." + v + ", " + t + v + " & 255, tb." + v + " & 255, " +
+		sqlString("a local insert committed after a concurrent delete of the key with a greater version; "+
+			"removed here as at every other site (the delete wins)") + join
+	res, err := tx.ExecContext(ctx, q)
+	if err != nil {
+		return 0, bookkeepingError("log late inserts in", s.qConflicts, err)
+	}
+	if logged, _ := res.RowsAffected(); logged == 0 {
+		return 0, nil // rewritten since the count
+	}
+	res, err = tx.ExecContext(ctx, "DELETE "+m.qTable+join)
+	if err != nil {
+		return 0, fmt.Errorf("sink: remove late inserts from %s: %w", m.name, err)
+	}
+	removed, _ = res.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sink: commit removal of late inserts from %s: %w", m.name, err)
+	}
+	committed = true
+	return removed, nil
+}
+
+// keyText is a SQL expression rendering key column expr as text for
+// _tandem_conflicts.pk_json, the way keyJSON does for applied changes.
+func keyText(expr string, c *column) string {
+	switch {
+	case c == nil:
+	case schema.IsBinaryType(c.dataType):
+		return "CONCAT('0x', LOWER(HEX(" + expr + ")))"
+	case c.dataType == "bit":
+		return "CAST(" + expr + " + 0 AS CHAR)"
+	}
+	return "CAST(" + expr + " AS CHAR)"
+}
+
+// sqlString is s as a SQL string literal.
+func sqlString(s string) string { return string(appendTextString(nil, s)) }
