@@ -91,17 +91,34 @@ func (e *tenantEnv) countTenant(i int, id string) int {
 
 // tenantRows returns id's rows at site i as "id:seq:v" lines.
 func (e *tenantEnv) tenantRows(i int, id string) string {
-	rows, err := e.dbAt(i).Query("SELECT id, seq, v FROM `"+e.db+"`.orders WHERE tenant_id = ? ORDER BY id", id)
+	return ordersOf(e.t, e.dbAt(i), e.db, id, false)
+}
+
+// ordersOf returns tenant id's rows of the tenant tests' orders table as
+// "id:seq:v" lines, or "id:seq:v@version" with versions.
+func ordersOf(t testing.TB, db *sql.DB, schema, id string, versions bool) string {
+	t.Helper()
+	rs, err := db.Query("SELECT id, seq, v, _tandem_hlc FROM `"+schema+"`.orders WHERE tenant_id = ? ORDER BY id", id)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	defer rows.Close()
+	defer rs.Close()
 	var sb strings.Builder
-	for rows.Next() {
+	for rs.Next() {
 		var k, seq int64
 		var v string
-		rows.Scan(&k, &seq, &v)
-		fmt.Fprintf(&sb, "%d:%d:%s\n", k, seq, v)
+		var ver uint64
+		if err := rs.Scan(&k, &seq, &v, &ver); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&sb, "%d:%d:%s", k, seq, v)
+		if versions {
+			fmt.Fprintf(&sb, "@%d", ver)
+		}
+		sb.WriteByte('\n')
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return sb.String()
 }

@@ -111,10 +111,13 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		r.tenants = newTenants(cfg, r.store, resolver, log.Named("tenants"))
 		r.tenants.metrics = newTenantMetrics(reg, cfg.Site.Name, r.obs.m, r.obs.name)
 		r.tenants.metrics.registry = r.tenants.registry
-		obs = tenantObserver{observer: r.obs, t: r.tenants.metrics}
+		obs = tenantObserver{observer: r.obs, t: r.tenants.metrics, conflicted: r.tenants.conflicted}
 	}
 	stages := newStageMetrics(reg)
 	r.prod = pipeline.NewProducer(kc, cfg.LocalTopic(), parts)
+	if r.tenants != nil {
+		r.tenants.reassert = newReasserter(r, r.tenants.metrics.label)
+	}
 	r.source = pipeline.NewSource(pipeline.SourceConfig{
 		Topic: cfg.LocalTopic(),
 		Fatal: isFatal,

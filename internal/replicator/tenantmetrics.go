@@ -145,6 +145,8 @@ func (t *tenantMetrics) sync() {
 type tenantObserver struct {
 	*observer
 	t *tenantMetrics
+	// conflicted, when set, is called after a batch that logged conflicts.
+	conflicted func()
 }
 
 var _ pipeline.TenantObserver = tenantObserver{}
@@ -152,6 +154,9 @@ var _ pipeline.TenantObserver = tenantObserver{}
 func (o tenantObserver) Applied(origin uint8, part int, res sink.Result, txns []event.Txn, now time.Time) {
 	o.observer.Applied(origin, part, res, txns, now)
 	o.t.applied(o.name(origin), res, txns, now)
+	if res.Conflicts > 0 && o.conflicted != nil {
+		o.conflicted()
+	}
 }
 
 func (o tenantObserver) TenantSkipped(origin uint8, id string, rows int) {

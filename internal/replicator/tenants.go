@@ -25,6 +25,9 @@ type tenants struct {
 	resolver *tenant.Resolver
 	store    *checkpoint.Store
 	metrics  *tenantMetrics
+	// reassert answers the home_only_violations logged at this site
+	// (reassert.go).
+	reassert *reasserter
 }
 
 func newTenants(cfg *config.Config, store *checkpoint.Store, resolver *tenant.Resolver, log *zap.Logger) *tenants {
@@ -56,10 +59,21 @@ func (t *tenants) forApplier(topic string, sinkFor func(conflict.Policy) (pipeli
 
 func (t *tenants) close() { t.client.Close() }
 
+// conflicted wakes the re-assert loop: an applied batch logged conflicts,
+// maybe home_only_violations.
+func (t *tenants) conflicted() {
+	if t.reassert != nil {
+		t.reassert.wake()
+	}
+}
+
 // run keeps the registry current and the tenant gauges fresh.
 func (t *tenants) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.registry.Run(gctx) })
+	if t.reassert != nil {
+		g.Go(func() error { return t.reassert.run(gctx) })
+	}
 	g.Go(func() error {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()

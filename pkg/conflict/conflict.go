@@ -81,9 +81,9 @@ type Policy struct {
 	// Home-only is a merge rule, not a write guard. A non-home site whose
 	// local write overwrites a home version (its trigger stamps a greater
 	// HLC) keeps that write, while every other site rejects it: the sites
-	// diverge. Non-home writes to a home-only tenant must therefore be
-	// refused or reverted where they happen (and reported), not only lose
-	// here.
+	// diverge. The home site therefore re-asserts its version after each
+	// such violation (internal/replicator/reassert.go, docs/tenants.md
+	// "How home-only converges"); the rule alone does not converge.
 	HomeSite uint8
 }
 

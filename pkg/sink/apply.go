@@ -100,6 +100,14 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 				it.state = statePending
 			case conflict.Duplicate:
 				it.state = stateDuplicate
+				if it.isDelete() && it.present && pol.Compare(it.ch.Version, it.rowV) > 0 {
+					// The tombstone is this delete's, yet a row it beats
+					// exists: under a home-only policy a non-home write
+					// recreated the row over the home site's delete, and
+					// the home site sent the delete again to remove it
+					// (internal/replicator/reassert.go).
+					it.state = statePending
+				}
 			default:
 				current := pol.Max(it.rowV, it.tombV)
 				a.lose(tp.meta, it, current, kindLost, "")
