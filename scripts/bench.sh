@@ -14,6 +14,7 @@ go test -run '^$' -bench "${BENCH_FILTER:-.}" -benchtime 1x -timeout 60m ./inter
 echo
 echo "== package benchmarks"
 go test -run '^$' -bench . -benchtime 2s -timeout 20m ./pkg/event/ ./pkg/sink/ ./pkg/binlog/ | tee -a "$out"
+go test -run '^$' -bench Triggers -benchtime 3000x ./pkg/schema/ | tee -a "$out"
 
 echo
 echo "== summary"

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -40,6 +41,9 @@ type cluster struct {
 	sites  []*site
 	// peers[i] lists the sites whose topics site i applies; nil = all others.
 	peers [][]int
+	pprof bool // serve /debug/pprof/ on the replicators' admin servers
+	// partitions of each site's topic; 0 means 4.
+	partitions int
 }
 
 type site struct {
@@ -154,16 +158,16 @@ reader:
 kafka:
   brokers: ["%s"]
   topic_prefix: "%s"
-  partitions: 4
+  partitions: %d
   replication_factor: 1
 %sschema:
   meta_schema: %s
   tables: ["%s.*"]
 state_dir: %s
-admin: {listen: "%s"}
+admin: {listen: "%s", pprof: %t}
 log: {level: info, format: json}
-%s`, s.id, s.name, s.srv.Port, nextServerID(), c.db, c.meta, c.broker.Addr, c.prefix, peerBlock,
-			c.meta, c.db, filepath.Join(s.dir, "state"), s.admin, extra+s.extra)
+%s`, s.id, s.name, s.srv.Port, nextServerID(), c.db, c.meta, c.broker.Addr, c.prefix, cmp.Or(c.partitions, 4), peerBlock,
+			c.meta, c.db, filepath.Join(s.dir, "state"), s.admin, c.pprof, extra+s.extra)
 		s.cfg = filepath.Join(s.dir, "replicator.yaml")
 		if err := os.WriteFile(s.cfg, []byte(cfg), 0o600); err != nil {
 			c.t.Fatal(err)

@@ -31,6 +31,9 @@ import (
 // the log ("including the ramp"), not hidden. After a failure (sites not
 // converged), or always with BENCH_KEEP=1, the logs, rows, tombstones and
 // conflict logs of both sites are kept in /tmp/tandem-livelag-evidence-*.
+// BENCH_LAG_PARTITIONS (default 4) sets the partitions of each site's
+// topic. The log shows the cores each process used in the steady state;
+// BENCH_PPROF=1 also takes CPU profiles of both replicators.
 func BenchmarkLiveLag(b *testing.B) {
 	rate := envInt("BENCH_LAG_RATE", 5000)
 	secs := envInt("BENCH_LAG_SECONDS", 30)
@@ -47,6 +50,8 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	// Heartbeats every 20 ms rather than 100 ms: p999 needs more than a
 	// thousand samples per direction.
 	b.Cleanup(func() { keepEvidence(b, c) })
+	c.pprof = os.Getenv("BENCH_PPROF") != ""
+	c.partitions = envInt("BENCH_LAG_PARTITIONS", 4)
 	c.writeConfigs("heartbeat: {interval: 20ms}\n")
 	c.prepare()
 	c.start(0)
@@ -126,7 +131,20 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	case <-ctx.Done():
 	}
 	before := []promtext.Metrics{scrape(0), scrape(1)}
+	cpuBefore := sampleCPU()
+	if c.pprof {
+		// BENCH_PPROF=1: CPU profiles of both replicators over most of
+		// the measured phase.
+		dir := b.TempDir()
+		if d, err := os.MkdirTemp("", "tandem-livelag-pprof-"); err == nil {
+			dir = d
+		}
+		for _, f := range profileReplicators(b, c, max(dur-2*time.Second, time.Second), dir) {
+			b.Logf("CPU profile: go tool pprof -top %s", f)
+		}
+	}
 	wg.Wait()
+	b.Logf("steady state, %s", cpuReport(cpuBefore, sampleCPU()))
 	elapsed := time.Since(start)
 	b.StopTimer()
 	for _, err := range errs {

@@ -71,6 +71,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 		s.srv.Exec(b, fmt.Sprintf(noisyDDL, c.db))
 	}
 	prefix := testenv.KeyPrefix(b)
+	c.pprof = os.Getenv("BENCH_PPROF") != ""
 	c.writeConfigs(fmt.Sprintf("tenants:\n  redis: {addr: \"%s\", key_prefix: \"%s\"}\n  reload_interval: 1s\n  rules:\n    - {schema: \"%s\", table: \"*\", column: tenant_id}\n",
 		redisSrv.Addr, prefix, c.db))
 	c.prepare()
@@ -133,6 +134,8 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	var loadDone atomic.Bool
 	var wg sync.WaitGroup
 	start := time.Now()
+	cpuStart := sampleCPU()
+	var cpuLoaded cpuSample // read after wg.Wait
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -146,12 +149,32 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 			}
 		}
 		loaded = time.Since(start)
+		cpuLoaded = sampleCPU()
 		loadDone.Store(true)
 	}()
 	xDone := func() bool {
 		var n int
 		bdb.QueryRow("SELECT COUNT(*) FROM `"+c.db+"`.nn WHERE tenant_id = ?", x).Scan(&n)
 		return n == rows
+	}
+	if c.pprof {
+		// BENCH_PPROF=1: CPU profiles of both replicators for 10 s once
+		// X's load at A is over (X only replicating, throttled);
+		// BENCH_PPROF=insert: from the start of X's load.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for os.Getenv("BENCH_PPROF") != "insert" && !loadDone.Load() {
+				time.Sleep(100 * time.Millisecond) // polling a flag, not synchronising
+			}
+			dir, err := os.MkdirTemp("", "tandem-noisy-pprof-")
+			if err != nil {
+				return
+			}
+			for _, f := range profileReplicators(b, c, 10*time.Second, dir) {
+				b.Logf("CPU profile: go tool pprof -top %s", f)
+			}
+		}()
 	}
 	lastCheck := time.Now()
 	splitY := int64(-1) // Y's first row written after X's load at A ended
@@ -166,10 +189,13 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 		return xDone()
 	})
 	xApplied := time.Since(start)
+	cpuEnd := sampleCPU()
 	wg.Wait()
 	if loadErr != nil {
 		b.Fatalf("bulk load of X: %v", loadErr)
 	}
+	b.Logf("while X was being inserted at A, %s", cpuReport(cpuStart, cpuLoaded))
+	b.Logf("afterwards, while X was only being replicated, %s", cpuReport(cpuLoaded, cpuEnd))
 	p99With := yLagP99(b, bdb, c.db, lo, nextY)
 	if splitY > lo && splitY < nextY {
 		// Which part of X costs Y: its bulk insert at A (the source

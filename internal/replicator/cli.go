@@ -145,7 +145,7 @@ func cmdRun(ctx context.Context, args []string, env func(string) string, stderr 
 	defer r.Close()
 	srv := admin.New(admin.Options{
 		Listen: cfg.Admin.Listen, Token: cfg.Admin.Token.Reveal(), AllowNoToken: cfg.Admin.AllowNoToken,
-		Registry: reg, Ready: r.Ready,
+		Registry: reg, Ready: r.Ready, Pprof: cfg.Admin.Pprof,
 	}, log.Named("admin"))
 	r.registerAdmin(srv)
 	errc := make(chan error, 1)

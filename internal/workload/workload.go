@@ -196,10 +196,14 @@ func multiRow(ctx context.Context, conn *sql.DB, r *rand.Rand, opt Options, n in
 			args[i] = r.IntN(opt.Keys)
 		}
 		q := fmt.Sprintf("DELETE FROM `%s`.items WHERE id IN (?%s)", opt.DB, strings.Repeat(", ?", n-1))
-		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+		res, err := conn.ExecContext(ctx, q, args...)
+		if err != nil {
 			return err
 		}
-		st.Deletes += n
+		// Only keys that existed count: a rate of "row changes" must not
+		// include deletes that found nothing.
+		deleted, _ := res.RowsAffected()
+		st.Deletes += int(deleted)
 		return nil
 	}
 	args := make([]any, 0, 5*n)

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +60,9 @@ type Options struct {
 	AllowNoToken bool
 	// Registry is served on /metrics; nil serves no /metrics.
 	Registry *prometheus.Registry
+	// Pprof serves Go's profiles under /debug/pprof/ (authenticated like
+	// every private endpoint). Off by default: a CPU profile costs CPU.
+	Pprof bool
 	// Ready reports why the replicator is not ready, or nil. Its error is
 	// served without authentication, so it must not hold secrets (which
 	// is why only its first line, shortened, is shown); it should be fast,
@@ -112,6 +116,13 @@ func New(opts Options, log *zap.Logger) *Server {
 			MaxRequestsInFlight: 4,
 			Timeout:             10 * time.Second,
 		}))
+	}
+	if opts.Pprof {
+		s.private.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.private.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		s.private.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.private.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.private.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return s
 }

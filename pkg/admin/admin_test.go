@@ -312,3 +312,19 @@ func TestDefaultListenIsLoopback(t *testing.T) {
 		t.Errorf("default listen %q", s.listen)
 	}
 }
+
+// TestPprof: profiles are served only when enabled, and only with the token.
+func TestPprof(t *testing.T) {
+	_, off, offClient := newTestServer(t, Options{Token: token}, nil)
+	if code, _, _ := get(t, offClient, "GET", off+"/debug/pprof/", "Bearer "+token); code != http.StatusNotFound {
+		t.Errorf("pprof disabled: GET /debug/pprof/ = %d, want 404", code)
+	}
+	_, on, client := newTestServer(t, Options{Token: token, Pprof: true}, nil)
+	if code, _, _ := get(t, client, "GET", on+"/debug/pprof/", ""); code != http.StatusUnauthorized {
+		t.Errorf("pprof without token = %d, want 401", code)
+	}
+	code, _, body := get(t, client, "GET", on+"/debug/pprof/goroutine?debug=1", "Bearer "+token)
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("pprof goroutine profile = %d %.80q", code, body)
+	}
+}

@@ -245,6 +245,9 @@ type Admin struct {
 	// unauthenticated admin endpoint is always a decision, never an
 	// accident.
 	AllowNoToken bool `yaml:"allow_no_token"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ (with the
+	// token, like every admin endpoint but the probes).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log levels and formats.
