@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -311,9 +312,38 @@ func TestTenantPoisonRetry(t *testing.T) {
 	if stolen != 0 {
 		t.Fatal("a change of tenant U carried by tenant T's message was applied")
 	}
-	code, body = e.call(1, "POST", "/v1/tenants/tenT/dlq/skip", nil)
-	if code != http.StatusOK || !strings.Contains(body, `"reason":"isolation"`) {
-		t.Fatalf("skip: %d %s", code, body)
+	// While T is blocked its messages are queued by their key without
+	// being decoded; the replay still refuses an undecodable one and one
+	// whose key is not its payload's tenant, in order, each when it
+	// reaches the head.
+	mislabelled := forged
+	mislabelled.Tenant = "tenU"
+	mislabelled.Changes = slices.Clone(forged.Changes)
+	mislabelled.Changes[0].Row = slices.Clone(forged.Changes[0].Row)
+	mislabelled.Changes[0].Row[0] = event.Value{Kind: event.KindInt, Int: 999_998}
+	payload2, err := event.Encode(nil, &mislabelled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := pipeline.PartitionFor([]byte("tenT"), parts)
+	produceRaw(t, e.broker.Addr, topic, tp, []byte("tenT"), []byte("{not a transaction"))
+	produceRaw(t, e.broker.Addr, topic, tp, []byte("tenT"), payload2)
+	testenv.WaitFor(t, 30*time.Second, "both queued behind T's dead head", func() bool {
+		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) == 3
+	})
+	for _, want := range []string{"isolation", "decode", "isolation"} {
+		testenv.WaitFor(t, 30*time.Second, "T's DLQ head: "+want, func() bool {
+			_, body := e.call(1, "GET", "/v1/tenants/tenT/dlq", nil)
+			return strings.Contains(body, `"reason":"`+want+`"`)
+		})
+		code, body = e.call(1, "POST", "/v1/tenants/tenT/dlq/skip", nil)
+		if code != http.StatusOK || !strings.Contains(body, `"reason":"`+want+`"`) {
+			t.Fatalf("skip (want a %s head): %d %s", want, code, body)
+		}
+	}
+	b.QueryRow("SELECT COUNT(*) FROM `" + e.db + "`.orders WHERE id IN (999998, 999999)").Scan(&stolen)
+	if stolen != 0 {
+		t.Fatal("a forged or mislabelled change was applied")
 	}
 	// T flows again after the skip.
 	writeInterleaved(t, a, e.db, next+10_000, 2, 10, "tenT")

@@ -224,6 +224,11 @@ type entry struct {
 	// skip: handled elsewhere (queued for its tenant, excluded, already
 	// queued before a crash); the batch only moves the offset past it.
 	skip bool
+	// undecoded: not decoded yet (txn and parked are nil) because its
+	// tenant, the message key, was queued when it was fetched: it will
+	// most likely be queued as it is, and the replay decodes and checks
+	// it (see deferDecode).
+	undecoded bool
 }
 
 func (a *Applier) runPartition(ctx context.Context, part int) error {
@@ -302,7 +307,7 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 				return nil
 			}
 			rows := 0
-			batch = append(batch, a.decode(m, part))
+			batch = append(batch, a.fetched(m, part))
 			rows += entryRows(batch[0])
 		fill:
 			for len(batch) < a.cfg.MaxBatchTxns && rows < a.cfg.MaxBatchRows {
@@ -311,7 +316,7 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 					if !ok {
 						break fill
 					}
-					e := a.decode(m, part)
+					e := a.fetched(m, part)
 					batch = append(batch, e)
 					rows += entryRows(e)
 				default:
@@ -341,6 +346,15 @@ func entryRows(e entry) int {
 		return 1
 	}
 	return len(e.txn.Changes)
+}
+
+// fetched turns a fetched message into a batch entry, decoded unless
+// deferDecode says its tenant's queue takes it anyway.
+func (a *Applier) fetched(m kafka.Message, part int) entry {
+	if a.ten != nil && m.Key != nil && a.ten.deferDecode(string(m.Key)) {
+		return entry{offset: m.Offset, raw: m.Value, key: m.Key, undecoded: true}
+	}
+	return a.decode(m, part)
 }
 
 func (a *Applier) decode(m kafka.Message, part int) entry {

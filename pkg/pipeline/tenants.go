@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/tandemdb/tandem/pkg/conflict"
@@ -97,6 +98,31 @@ func (ts *tenantState) bucket(t tenant.Tenant, now time.Time) *tenant.Bucket {
 	return b
 }
 
+func keyMismatch(key, payload string) error {
+	return fmt.Errorf("message key names tenant %q but its transaction is tenant %q's", key, payload)
+}
+
+// deferDecode reports whether a message of tenant id (its Kafka key) can
+// be queued without decoding it: the tenant is paused or already has a
+// queue, so the message joins that queue whatever it holds, and the
+// replay decodes and checks it (undecodable, wrong origin, isolation,
+// a key that is not the payload's tenant) when its turn comes. A
+// throttled bulk load is queued this way at the cost of one Pebble write
+// per message, without decoding it twice.
+func (ts *tenantState) deferDecode(id string) bool {
+	snap := ts.snapshot()
+	if snap == nil {
+		return false
+	}
+	switch snap.Get(id).Mode {
+	case tenant.ModePaused:
+		return true
+	case tenant.ModeExcluded:
+		return false // skipped with its rows counted: decoded
+	}
+	return ts.cfg.Queues.Depth(id) > 0
+}
+
 // Queues returns the applier's tenant queues (nil when tenants are off).
 func (a *Applier) Queues() *tenant.Queues {
 	if a.ten == nil {
@@ -140,8 +166,12 @@ func (a *Applier) tobs() TenantObserver {
 	return nil
 }
 
+// entryTenant is the tenant whose queue an entry goes to: its Kafka key
+// (the producer keys each message by its tenant), or the payload's tenant
+// for a message without a key. A key that is not the payload's tenant is
+// an isolation breach (applyRouted, replayTenant).
 func entryTenant(e entry) string {
-	if e.txn != nil {
+	if e.key == nil && e.txn != nil {
 		return e.txn.Tenant
 	}
 	return string(e.key)
@@ -175,10 +205,22 @@ func (a *Applier) applyRouted(ctx context.Context, part int, es []entry) error {
 			es[i] = entry{offset: e.offset, skip: true}
 			continue
 		}
+		t := snap.Get(id)
+		if e.undecoded && !queuedHere[id] && !ts.deferDecode(id) {
+			// The tenant's queue drained (or its mode changed) since
+			// the fetch: the message may apply now.
+			e = a.decode(kafka.Message{Offset: e.offset, Key: e.key, Value: e.raw}, part)
+			es[i] = e
+		}
 		qe := tenant.Entry{Tenant: id, Partition: part, Offset: e.offset, Payload: e.raw}
 		switch {
+		case e.undecoded:
+			// Checked when the replay decodes it.
 		case e.parked != nil:
 			qe.Dead, qe.Cause, qe.Reason, qe.Err = true, tenant.CauseDead, e.parked.Reason, e.parked.Err
+		case e.txn.Tenant != id:
+			qe.Dead, qe.Cause, qe.Reason = true, tenant.CauseDead, "isolation"
+			qe.Err = keyMismatch(id, e.txn.Tenant).Error()
 		case ts.cfg.Resolver != nil:
 			if j, owner := tenant.Foreign(e.txn, ts.cfg.Resolver); j >= 0 {
 				ch := e.txn.Changes[j]
@@ -186,7 +228,6 @@ func (a *Applier) applyRouted(ctx context.Context, part int, es []entry) error {
 				qe.Err = fmt.Sprintf("change %d touches %s.%s, which belongs to tenant %q, not %q", j, ch.Schema, ch.Table, owner, id)
 			}
 		}
-		t := snap.Get(id)
 		rows := entryRows(e)
 		switch {
 		case qe.Dead:
@@ -196,7 +237,10 @@ func (a *Applier) applyRouted(ctx context.Context, part int, es []entry) error {
 			continue
 		case t.Mode == tenant.ModePaused:
 			qe.Cause = tenant.CausePaused
-		case queuedHere[id] || q.Depth(id) > 0:
+		case e.undecoded || queuedHere[id] || q.Depth(id) > 0:
+			// (An undecoded message stays behind its queue even if the
+			// replay drained it since the check above: it is appended
+			// after whatever the replay has left, so order holds.)
 			qe.Cause = tenant.CauseBehind
 		case !ts.bucket(t, now).Take(rows, now):
 			qe.Cause = tenant.CauseThrottled
@@ -414,6 +458,10 @@ func (a *Applier) replayTenant(ctx context.Context, t tenant.Tenant, b *tenant.B
 			reason = "decode"
 		case txn.Origin != a.cfg.Origin:
 			reason, err = "wrong_origin", fmt.Errorf("message claims origin site %d but topic %s carries site %d", txn.Origin, a.cfg.Topic, a.cfg.Origin)
+		case txn.Tenant != t.ID:
+			// Queued by its Kafka key, maybe without decoding
+			// (deferDecode): the key must name the payload's tenant.
+			reason, err = "isolation", keyMismatch(t.ID, txn.Tenant)
 		case ts.cfg.Resolver != nil:
 			if j, owner := tenant.Foreign(&txn, ts.cfg.Resolver); j >= 0 {
 				ch := txn.Changes[j]
