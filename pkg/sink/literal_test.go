@@ -241,3 +241,20 @@ func TestTruncateUTF8(t *testing.T) {
 		t.Errorf("truncateUTF8 = %q", got)
 	}
 }
+
+func TestIsLockConflict(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&mysql.MySQLError{Number: erLockDeadlock}, true},
+		{fmt.Errorf("sink: apply to x: %w", &mysql.MySQLError{Number: erLockWaitTimeout}), true},
+		{&mysql.MySQLError{Number: erDupEntry}, false},
+		{driver.ErrBadConn, false},
+	} {
+		if got := IsLockConflict(tc.err); got != tc.want {
+			t.Errorf("IsLockConflict(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

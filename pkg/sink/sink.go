@@ -186,6 +186,18 @@ func IsRetryable(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
+// IsLockConflict reports whether err is a deadlock (the server rolled this
+// transaction back so another could go on) or a lock wait timeout: the
+// conflicting transaction is done or about to be, so retrying at once is
+// the remedy, not a growing backoff.
+func IsLockConflict(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == erLockDeadlock || me.Number == erLockWaitTimeout
+	}
+	return false
+}
+
 // transientError marks an error a retry is expected to get past: another
 // transaction created a row this one had found missing under lock, or a
 // bookkeeping table is missing until `replicator schema prepare` runs.
