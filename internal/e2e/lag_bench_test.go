@@ -47,12 +47,19 @@ func BenchmarkLiveLag(b *testing.B) {
 func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	c := newCluster(b, testenv.SharedBroker(b), testenv.SharedMariaDB(b, 1), testenv.SharedMariaDB(b, 2))
 	c.createTables()
+	if redo := os.Getenv("BENCH_REDO_BYTES"); redo != "" {
+		for _, st := range c.sites {
+			st.srv.Exec(b, "SET GLOBAL innodb_log_file_size = "+redo)
+		}
+	}
 	// Heartbeats every 20 ms rather than 100 ms: p999 needs more than a
 	// thousand samples per direction.
 	b.Cleanup(func() { keepEvidence(b, c) })
 	c.pprof = os.Getenv("BENCH_PPROF") != ""
 	c.partitions = envInt("BENCH_LAG_PARTITIONS", 4)
-	c.writeConfigs("heartbeat: {interval: 20ms}\n")
+	// BENCH_LAG_CONFIG adds replicator YAML, e.g. "tombstones:
+	// {reconcile_interval: 0s}" to measure a setting's cost.
+	c.writeConfigs("heartbeat: {interval: 20ms}\n" + os.Getenv("BENCH_LAG_CONFIG") + "\n")
 	c.prepare()
 	c.start(0)
 	c.start(1)
