@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/pkg/tenant"
 )
@@ -28,28 +26,13 @@ type homeOnlyEnv struct {
 
 func newHomeOnlyEnv(t *testing.T) *homeOnlyEnv {
 	t.Helper()
-	redisSrv := testenv.SharedRedis(t)
-	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2))
-	c.peers[0] = []int{1}
-	c.peers[1] = []int{0}
-	for _, s := range c.sites {
-		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
-	}
-	prefix := testenv.KeyPrefix(t)
-	c.writeConfigs(fmt.Sprintf(`tenants:
-  redis: {addr: "%s", key_prefix: "%s"}
-  reload_interval: 10s
-  rules:
-    - {schema: "%s", table: "*", column: tenant_id}
-`, redisSrv.Addr, prefix, c.db))
-	c.prepare()
+	e := &homeOnlyEnv{tenantEnv: newTenantEnvPeers(t, testenv.SharedRedis(t), "10s", true)}
+	c := e.cluster
 	c.dumpLogsOnFailure()
-	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())
-	e := &homeOnlyEnv{tenantEnv: &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix, reg: reg}}
 	e.dbs[0], e.dbs[1] = c.dbAt(0), c.dbAt(1)
 	// T is home-only with home site A, set before the replicators start,
 	// as an operator would before the tenant's writes begin.
-	if _, err := reg.Put(context.Background(), tenant.Tenant{ID: homeT, Mode: tenant.ModeHomeOnly, HomeSite: c.sites[0].id}); err != nil {
+	if _, err := e.reg.Put(context.Background(), tenant.Tenant{ID: homeT, Mode: tenant.ModeHomeOnly, HomeSite: c.sites[0].id}); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -33,10 +33,20 @@ type tenantEnv struct {
 	reg       *tenant.Registry // an operator's registry client, outside the replicators
 }
 
+// newTenantEnv replicates the tenant tests' orders table from A to B.
 func newTenantEnv(t *testing.T, redisSrv *testenv.Redis, reloadInterval string) *tenantEnv {
+	return newTenantEnvPeers(t, redisSrv, reloadInterval, false)
+}
+
+// newTenantEnvPeers replicates A to B, and B to A too when bothWays, with
+// the tenant registry in redisSrv.
+func newTenantEnvPeers(t *testing.T, redisSrv *testenv.Redis, reloadInterval string, bothWays bool) *tenantEnv {
 	t.Helper()
 	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2))
 	c.peers[0] = []int{}
+	if bothWays {
+		c.peers[0] = []int{1}
+	}
 	c.peers[1] = []int{0}
 	for _, s := range c.sites {
 		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
