@@ -32,7 +32,9 @@ import (
 // converged), or always with BENCH_KEEP=1, the logs, rows, tombstones and
 // conflict logs of both sites are kept in /tmp/tandem-livelag-evidence-*.
 // BENCH_LAG_PARTITIONS (default 4) sets the partitions of each site's
-// topic. The log shows the cores each process used in the steady state;
+// topic; the bench has no tenants, so every transaction carries the
+// global tenant's key and one partition per direction carries them all,
+// in commit order (DESIGN.md §5), whatever the count. The log shows the cores each process used in the steady state;
 // BENCH_PPROF=1 also takes CPU profiles of both replicators.
 func BenchmarkLiveLag(b *testing.B) {
 	rate := envInt("BENCH_LAG_RATE", 5000)
