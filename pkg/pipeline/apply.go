@@ -487,7 +487,9 @@ func (a *Applier) applyEntries(ctx context.Context, part int, s Sink, es []entry
 
 // applyRetrying applies b, retrying retryable errors with backoff (and
 // unclassified ones up to MaxRetries). It returns the last error when it
-// gives up: a PermanentError, ErrFenced, or an error retries did not fix.
+// gives up: a PermanentError, ErrFenced, a *splitError (a lock conflict
+// of a group of transactions: apply it in halves), or an error retries
+// did not fix.
 func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink.Result, error) {
 	backoff := a.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
