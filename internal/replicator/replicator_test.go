@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -72,6 +73,27 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	for _, want := range []string{"database.user", "reader.server_id", "kafka.brokers", "state_dir"} {
 		if !strings.Contains(errb.String(), want) {
 			t.Errorf("error lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestReconcileSpan: the first pass and one every reconcileFullEvery read
+// the whole window; the others only the recent tombstones.
+func TestReconcileSpan(t *testing.T) {
+	const recent, window = 10_000, 120_000
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		lastFull, now time.Time
+		span          uint64
+		full          bool
+	}{
+		{time.Time{}, t0, window, true},
+		{t0, t0.Add(time.Second), recent, false},
+		{t0, t0.Add(reconcileFullEvery - time.Millisecond), recent, false},
+		{t0, t0.Add(reconcileFullEvery), window, true},
+	} {
+		if span, full := reconcileSpan(recent, window, tc.lastFull, tc.now); span != tc.span || full != tc.full {
+			t.Errorf("reconcileSpan(last full %v, now %v) = %d, %v; want %d, %v", tc.lastFull, tc.now, span, full, tc.span, tc.full)
 		}
 	}
 }

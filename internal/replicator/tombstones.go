@@ -222,6 +222,25 @@ func newLateInsertMetrics(reg *prometheus.Registry, site string) *prometheus.Cou
 	return c
 }
 
+// The reconciler's passes look at the tombstones of the last
+// reconcileRecent, and at most every reconcileFullEvery at the whole
+// tombstones.reconcile_window (reconcileLoop).
+const (
+	reconcileRecent    = 10 * time.Second
+	reconcileFullEvery = 30 * time.Second
+)
+
+// reconcileSpan is how far back a pass at now looks (ms of database
+// time), and whether it is a full pass: the whole window when the last
+// full pass is reconcileFullEvery old (or there was none), else the
+// recent part.
+func reconcileSpan(recent, window uint64, lastFull, now time.Time) (uint64, bool) {
+	if lastFull.IsZero() || now.Sub(lastFull) >= reconcileFullEvery {
+		return window, true
+	}
+	return recent, false
+}
+
 // reconcile removes late inserts whose tombstones have versions in
 // [from, to) from every replicated table.
 func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late *prometheus.CounterVec) error {
@@ -245,30 +264,42 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 }
 
 // reconcileLoop checks, every reconcile_interval, the tombstones of the
-// last reconcile_window of database time. A racing insert commits while or
-// shortly after the delete it raced commits, so recent tombstones are the
-// ones that matter; older ones are checked once more before collection.
+// last reconcileRecent of database time, and at most every
+// reconcileFullEvery those of the whole reconcile_window. A racing insert
+// commits while or shortly after the delete it raced commits, so recent
+// tombstones are the ones that matter; the full window catches an insert
+// whose transaction stayed open longer, and older tombstones are checked
+// once more before collection. (A pass costs about a microsecond per
+// tombstone in its window, BenchmarkReconcilePass in pkg/sink: checking
+// two minutes of a busy table every second cost MariaDB a few percent of
+// a core per site.)
 func (r *Replicator) reconcileLoop(ctx context.Context, late *prometheus.CounterVec) error {
 	window := uint64(r.cfg.Tombstones.ReconcileWindow.Duration().Milliseconds())
+	recent := min(window, uint64(reconcileRecent.Milliseconds()))
 	t := time.NewTicker(r.cfg.Tombstones.ReconcileInterval.Duration())
 	defer t.Stop()
 	failing := false
+	var lastFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		span, full := reconcileSpan(recent, window, lastFull, time.Now())
 		// Tombstones are stamped by the database's clock (the triggers),
 		// so the window is measured on it, not on this process's clock.
 		var tick uint64
 		err := r.db.QueryRowContext(ctx, "SELECT "+hlc.SQLNowTick).Scan(&tick)
 		if err == nil {
 			from := hlc.Timestamp(0)
-			if now := hlc.Timestamp(tick << hlc.SiteBits); now.WallMillis() > window {
-				from = hlc.New(now.WallMillis()-window, 0, 0)
+			if now := hlc.Timestamp(tick << hlc.SiteBits); now.WallMillis() > span {
+				from = hlc.New(now.WallMillis()-span, 0, 0)
 			}
 			err = r.reconcile(ctx, from, hlc.Timestamp(^uint64(0)), late)
+		}
+		if err == nil && full {
+			lastFull = time.Now()
 		}
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:

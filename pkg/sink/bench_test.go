@@ -134,3 +134,25 @@ func baseline(b *testing.B, f *fixture) func(batch Batch) {
 		}
 	}
 }
+
+// BenchmarkReconcilePass measures one pass of the late-insert reconciler
+// (Reconcile) over a window holding every tombstone of the table and no
+// late insert, the common case it runs every tombstones.reconcile_interval:
+// 50k keys, 25k tombstones, half of their keys inserted again.
+//
+//	go test ./pkg/sink -run '^$' -bench ReconcilePass -benchtime 20x
+func BenchmarkReconcilePass(b *testing.B) {
+	f := newFixture(b, Config{}, kvTable)
+	f.exec(b, "INSERT INTO kv (id, val) SELECT seq, 'v' FROM seq_1_to_50000")
+	f.exec(b, "DELETE FROM kv WHERE id % 2 = 0")
+	f.exec(b, "INSERT INTO kv (id, val) SELECT seq, 'again' FROM seq_1_to_50000 WHERE seq % 4 = 0")
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, hlc.Timestamp(^uint64(0)), false); err != nil || n != 0 {
+			b.Fatalf("Reconcile: removed %d, %v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/pass")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/25000, "ns/tombstone")
+}
