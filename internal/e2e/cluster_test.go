@@ -232,20 +232,32 @@ func (c *cluster) start(i int) {
 func (c *cluster) waitReady(i int) {
 	c.t.Helper()
 	s := c.sites[i]
-	testenv.WaitFor(c.t, 60*time.Second, "replicator "+s.name+" ready", func() bool {
+	const timeout = 60 * time.Second
+	deadline := time.Now().Add(timeout)
+	why := "no answer from /readyz"
+	for {
 		select {
 		case <-s.done:
 			log, _ := os.ReadFile(filepath.Join(s.dir, "replicator.log"))
 			c.t.Fatalf("replicator %s exited during start:\n%s", s.name, tail(string(log), 4000))
 		default:
 		}
-		resp, err := http.Get("http://" + s.admin + "/readyz")
-		if err != nil {
-			return false
+		if resp, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			why = fmt.Sprintf("/readyz: %d %s", resp.StatusCode, bytes.TrimSpace(body))
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+		if time.Now().After(deadline) {
+			// The log goes with the test's temporary directory: show
+			// it here.
+			log, _ := os.ReadFile(filepath.Join(s.dir, "replicator.log"))
+			c.t.Fatalf("replicator %s not ready after %s (%s); log tail:\n%s", s.name, timeout, why, tail(string(log), 6000))
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval of a condition wait with a deadline
+	}
 }
 
 func tail(s string, n int) string {
