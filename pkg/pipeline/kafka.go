@@ -62,11 +62,27 @@ func EnsureTopic(ctx context.Context, k KafkaConfig, topic string) (int, error) 
 	if terr := resp.Errors[topic]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
 		return 0, fmt.Errorf("kafka: create topic %s (%d partitions, replication factor %d): %w", topic, parts, rf, terr)
 	}
-	n, err := topicPartitions(ctx, c, topic)
-	if err != nil {
-		return 0, err
+	// A topic just created (here or by another replicator at the same
+	// moment) can show no partitions, or none yet, in the metadata for a
+	// while; 0 partitions would leave an applier with nothing to run, never
+	// ready, and a producer dividing by zero.
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		n, err := topicPartitions(ctx, c, topic)
+		if err == nil && n > 0 {
+			return n, nil
+		}
+		if wait > 2*time.Second {
+			if err == nil {
+				err = fmt.Errorf("kafka: topic %s has no partitions in the metadata of %v yet", topic, k.Brokers)
+			}
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	return n, nil
 }
 
 func topicPartitions(ctx context.Context, c *kafka.Client, topic string) (int, error) {

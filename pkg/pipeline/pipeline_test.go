@@ -257,3 +257,34 @@ func TestSourceLanesKeepPartitionOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureTopicConcurrent: replicators starting together create the same
+// topic at once (each as its own or as a peer's); every one of them must
+// come back with the topic's partitions, never 0 (an applier with no
+// partitions never gets ready, a producer with none divides by zero).
+func TestEnsureTopicConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := testenv.SharedBroker(t)
+	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 4, ReplicationFactor: 1}
+	for round := range 5 {
+		topic := fmt.Sprintf("tandem-test-ensure-%d-%d", time.Now().UnixNano(), round)
+		var wg sync.WaitGroup
+		got := make([]int, 8)
+		errs := make([]error, 8)
+		for i := range got {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i], errs[i] = EnsureTopic(context.Background(), kc, topic)
+			}()
+		}
+		wg.Wait()
+		for i := range got {
+			if errs[i] != nil || got[i] != 4 {
+				t.Fatalf("round %d, caller %d: EnsureTopic = %d, %v; want 4 partitions", round, i, got[i], errs[i])
+			}
+		}
+	}
+}
