@@ -427,18 +427,8 @@ func (a *Applier) applyEntries(ctx context.Context, part int, s Sink, es []entry
 		if errors.Is(err, sink.ErrFenced) {
 			return err
 		}
-		var split *splitError
-		if errors.As(err, &split) && len(es) > 1 {
-			// A lock conflict of a multi-transaction batch: apply it in
-			// halves (each retried, and halved again, the same way).
-			half := len(es) / 2
-			if err := a.applyEntries(ctx, part, s, es[:half]); err != nil {
-				return err
-			}
-			es = es[half:]
-			continue
-		}
-		// Find the culprit: a PermanentError names it; otherwise split.
+		// Find the culprit: a PermanentError names it; otherwise split
+		// (also how a group that hit a lock conflict is applied in halves).
 		bad := -1
 		var pe *sink.PermanentError
 		if errors.As(err, &pe) {
@@ -487,9 +477,9 @@ func (a *Applier) applyEntries(ctx context.Context, part int, s Sink, es []entry
 
 // applyRetrying applies b, retrying retryable errors with backoff (and
 // unclassified ones up to MaxRetries). It returns the last error when it
-// gives up: a PermanentError, ErrFenced, a *splitError (a lock conflict
-// of a group of transactions: apply it in halves), or an error retries
-// did not fix.
+// gives up: a PermanentError, ErrFenced, a lock conflict of a group of
+// transactions (which the caller then applies in halves), or an error
+// retries did not fix.
 func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink.Result, error) {
 	backoff := a.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
@@ -513,13 +503,10 @@ func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink
 			// busy local workload the same group tends to deadlock
 			// again on every retry (seen six times in a row in the
 			// live-lag bench); smaller groups get through.
-			if a.obs != nil {
-				a.obs.ApplyError(a.cfg.Origin, err)
-			}
 			a.log.Info("lock conflict applying a group of transactions; applying it in halves",
 				zap.String("batch_topic", b.Topic), zap.Int("partition", b.Partition),
 				zap.Int64("first_offset", b.FirstOffset), zap.Int("txns", len(b.Txns)), zap.Error(err))
-			return res, &splitError{err}
+			return res, err
 		}
 		wait := backoff
 		if sink.IsLockConflict(err) && attempt <= lockConflictQuickRetries {
@@ -540,12 +527,6 @@ func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink
 		}
 	}
 }
-
-// splitError asks applyEntries to apply a batch in halves (lock conflict).
-type splitError struct{ err error }
-
-func (e *splitError) Error() string { return e.err.Error() }
-func (e *splitError) Unwrap() error { return e.err }
 
 // After a lock conflict the apply is retried up to lockConflictQuickRetries
 // times after a random pause below lockConflictPause, then with the
