@@ -12,7 +12,7 @@ import (
 // triggerVersion is bumped whenever the generated trigger bodies change
 // meaning, so that Inspect can say "outdated" rather than just "differs".
 // It is part of the label that opens every body.
-const triggerVersion = 1
+const triggerVersion = 2
 
 // gen generates the DDL for one site.
 type gen struct {
@@ -148,6 +148,10 @@ func (g gen) readTomb(t tableModel, row, into string) string {
 // session (see ApplySessionVar).
 const local = "COALESCE(" + ApplySessionVar + ", 0) = 0"
 
+// deleteFlag is the session variable the BEFORE DELETE trigger raises and
+// the AFTER INSERT trigger lowers (see triggers).
+const deleteFlag = "@_tandem_deleted"
+
 // triggers returns the triggers of t. Their bodies compute versions with
 // hlc.SQLNext, so they follow the same layout as the Go clock.
 func (g gen) triggers(t tableModel) []triggerDef {
@@ -188,15 +192,24 @@ END %[1]s`, l, local, g.readTomb(t, "NEW", "_tandem_tomb"),
 	// statement, so visible here) is at or above the new row's version and
 	// every other site would drop the insert. Fail the statement instead of
 	// diverging silently; SQLSTATE 40001 tells clients to retry.
+	//
+	// Only a tombstone this statement wrote after the BEFORE INSERT
+	// trigger's read can be newer than that read (under REPEATABLE READ
+	// both reads see one snapshot plus the transaction's own writes), and
+	// only a REPLACE writes one in between. The BEFORE DELETE trigger
+	// raises deleteFlag, so a plain INSERT skips the read. A flag left
+	// raised by a DELETE statement costs the next insert one read, never a
+	// missed check.
 	ai := fmt.Sprintf(`%[1]s: BEGIN
   DECLARE _tandem_tomb BIGINT UNSIGNED;
-  IF %[2]s THEN
+  IF %[5]s IS NOT NULL AND %[2]s THEN
+    SET %[5]s = NULL;
     %[3]s
     IF _tandem_tomb >= NEW.%[4]s THEN
       SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'Tandem: a concurrent write to this key would move its version backwards; retry the statement';
     END IF;
   END IF;
-END %[1]s`, l, local, g.readTomb(t, "NEW", "_tandem_tomb"), v)
+END %[1]s`, l, local, g.readTomb(t, "NEW", "_tandem_tomb"), v, deleteFlag)
 
 	// BEFORE UPDATE: after the old version. A primary key change deletes
 	// the old key: the old key gets a tombstone with the new version, and
@@ -228,9 +241,10 @@ END %[1]s`, l, local, strings.Join(samePK, " AND "), v,
   IF %[2]s THEN
     %[3]s VALUES (%[4]s, %[5]s)
       ON DUPLICATE KEY UPDATE %[6]s = %[7]s;
+    SET %[8]s = 1;
   END IF;
 END %[1]s`, l, local, tombInsert, strings.Join(oldPK, ", "),
-		hlc.SQLNext(g.site, "OLD."+v), v, hlc.SQLNext(g.site, "OLD."+v, tombV))
+		hlc.SQLNext(g.site, "OLD."+v), v, hlc.SQLNext(g.site, "OLD."+v, tombV), deleteFlag)
 
 	name := func(kind string) string { return TriggerName(kind, t.ref.Table) }
 	return []triggerDef{

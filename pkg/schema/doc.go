@@ -29,8 +29,10 @@
 //     BEFORE DELETE upserts the tombstone, whose version is the delete's
 //     version and which precedes the row's delete in the binlog; AFTER
 //     INSERT refuses (SQLSTATE 40001) an insert whose version would be at
-//     or below a tombstone written in the same transaction, which only a
-//     REPLACE racing a concurrent write produces.
+//     or below a tombstone written in the same statement, which only a
+//     REPLACE racing a concurrent write produces. It reads the tombstone
+//     only after a BEFORE DELETE ran in the session (the session variable
+//     @_tandem_deleted), so a plain INSERT costs one read less.
 //
 // Trigger bodies open with a block label "tandem_v<generation>_site_<id>:"
 // (comments would not survive the mariadb client), from which Inspect tells

@@ -148,7 +148,7 @@ func TestPrepareIsIdempotent(t *testing.T) {
 		"ALGORITHM=INSTANT",
 		"CREATE TABLE IF NOT EXISTS " + QuoteIdent(f.data) + ".`_tandem_tomb_items`",
 		"CREATE OR REPLACE TRIGGER " + QuoteIdent(f.data) + ".`_tandem_bd_kinds` BEFORE DELETE ON " + QuoteIdent(f.data) + ".`kinds`",
-		"tandem_v1_site_2: BEGIN",
+		fmt.Sprintf("tandem_v%d_site_2: BEGIN", triggerVersion),
 		"DELIMITER //",
 	} {
 		if !strings.Contains(script, want) {

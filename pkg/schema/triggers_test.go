@@ -244,6 +244,29 @@ func TestReplaceRaceIsRefused(t *testing.T) {
 	a, sink := f.conn(t), f.conn(t)
 	a.exec("INSERT INTO accounts (id, name) VALUES (1, 'a')")
 
+	// The check after an insert runs only after a delete in the session
+	// (deleteFlag), and lowers the flag; a REPLACE raises it itself.
+	flag := func() bool {
+		t.Helper()
+		var v sql.NullInt64
+		if err := a.c.QueryRowContext(context.Background(), "SELECT "+deleteFlag).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Valid
+	}
+	if flag() {
+		t.Errorf("%s raised by an insert", deleteFlag)
+	}
+	a.exec("INSERT INTO accounts (id, name) VALUES (2, 'b')")
+	a.exec("DELETE FROM accounts WHERE id = 2")
+	if !flag() {
+		t.Errorf("%s not raised by a delete", deleteFlag)
+	}
+	a.exec("INSERT INTO accounts (id, name) VALUES (2, 'c')")
+	if flag() {
+		t.Errorf("%s still raised after the next insert's check", deleteFlag)
+	}
+
 	a.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
 	a.row(1)
 	// A sink applies a write from a site whose clock runs an hour ahead.
