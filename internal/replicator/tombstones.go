@@ -13,6 +13,8 @@ import (
 
 	"github.com/tandemdb/tandem/pkg/hlc"
 	"github.com/tandemdb/tandem/pkg/schema"
+	"github.com/tandemdb/tandem/pkg/sink"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // Tombstone collection (docs/tombstones.md).
@@ -248,9 +250,7 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 		return nil
 	}
 	for _, t := range r.tables {
-		// With a tenant registry any tenant may be home-only: compare
-		// only versions of one site (see sink.Reconcile).
-		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, r.tenants != nil)
+		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, r.sameSite(t))
 		if err != nil {
 			return fmt.Errorf("reconcile %s: %w", t, err)
 		}
@@ -261,6 +261,31 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 		}
 	}
 	return nil
+}
+
+// sameSite names the rows of t that the reconciler may compare only with
+// tombstones of their own site: those of tenants whose policy ranks a home
+// site's versions first, per the registry snapshot of this pass (a rule
+// changed meanwhile takes effect at the next pass, as for the sinks).
+func (r *Replicator) sameSite(t schema.TableRef) sink.SameSite {
+	if r.tenants == nil {
+		return sink.SameSite{}
+	}
+	return sameSiteOf(r.tenants.registry.Snapshot(), r.tenants.resolver, t)
+}
+
+func sameSiteOf(snap *tenant.Snapshot, res *tenant.Resolver, t schema.TableRef) sink.SameSite {
+	home := func(id string) bool { return snap.Get(id).Policy().HomeSite != 0 }
+	if id, ok := res.TableTenant(t.Schema, t.Table); ok {
+		return sink.SameSite{All: home(id)}
+	}
+	same := sink.SameSite{Column: res.Column(t.Schema, t.Table)}
+	for _, e := range snap.List() {
+		if home(e.ID) {
+			same.Tenants = append(same.Tenants, e.ID)
+		}
+	}
+	return same
 }
 
 // reconcileLoop checks, every reconcile_interval, the tombstones of the

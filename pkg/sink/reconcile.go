@@ -39,13 +39,12 @@ const kindLateInsert = "late_insert"
 // again under the row lock, so a row rewritten meanwhile with a newer
 // version stays.
 //
-// With sameSite, only rows and tombstones stamped by the same site are
-// compared. Versions of one site compare the same under every conflict
-// policy; across sites a home-only policy can rank a home row above a
-// numerically greater tombstone, and Reconcile does not know the row's
-// tenant. The replicator asks for sameSite whenever tenants may have such
-// a policy.
-func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, to hlc.Timestamp, sameSite bool) (removed int64, err error) {
+// Rows that same names are compared only with tombstones stamped by their
+// own site. Versions of one site compare the same under every conflict
+// policy; across sites a home policy (home-only mode, home-wins) can rank
+// a home row above a numerically greater tombstone. The replicator names
+// the rows of tenants with such a policy (SameSite).
+func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, to hlc.Timestamp, same SameSite) (removed int64, err error) {
 	m, _, err := s.meta.get(ctx, schemaName, table)
 	if err != nil {
 		return 0, err
@@ -63,10 +62,7 @@ func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, t
 	}
 	v := m.qVersion
 	from64, to64 := strconv.FormatUint(uint64(from), 10), strconv.FormatUint(uint64(to), 10)
-	lost := " AND " + t + v + " <= tb." + v
-	if sameSite {
-		lost += " AND " + t + v + " & 255 = tb." + v + " & 255"
-	}
+	lost := " AND " + t + v + " <= tb." + v + same.condition(m, t+v+" & 255 = tb."+v+" & 255")
 	tables := " FROM " + m.qTomb + " AS tb JOIN " + m.qTable + " ON " + strings.Join(on, " AND ")
 	window := tables + " WHERE tb." + v + " >= " + from64 + " AND tb." + v + " < " + to64 + lost
 
@@ -143,6 +139,60 @@ func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, t
 	}
 	committed = true
 	return removed, nil
+}
+
+// SameSite names the rows Reconcile compares only with tombstones of their
+// own site: those of tenants under a home policy. The zero value names
+// none (every tenant, or no registry, ranks versions by the rule alone).
+type SameSite struct {
+	// All names every row (a table whose tenant has a home policy).
+	All bool
+	// Column and Tenants name the rows whose Column holds one of Tenants
+	// (a table mapped to tenants by a column).
+	Column  string
+	Tenants []string
+}
+
+// condition is the SQL condition (" AND …", or "" for none) a row of m,
+// named by its qualified columns, must meet to be compared with a
+// tombstone: sameSite, or not one of the named rows.
+//
+// Rows are named by the tenant column's bytes, exactly as the replicator
+// names a row's tenant (tenant.ValueString: the bytes of a string, the
+// decimal digits of an integer), whatever the column's collation or
+// character set. For a column of any other type the bytes may differ from
+// that text, so every row is compared within its site: a late insert may
+// stay (docs/known-issues.md), but no row is compared under a rule that is
+// not its own.
+func (same SameSite) condition(m *tableMeta, sameSite string) string {
+	if same.All {
+		return " AND " + sameSite
+	}
+	if same.Column == "" || len(same.Tenants) == 0 {
+		return ""
+	}
+	c := m.cols[same.Column]
+	if c == nil || !tenantBytesComparable(c.dataType) {
+		return " AND " + sameSite
+	}
+	ids := make([]string, len(same.Tenants))
+	for i, id := range same.Tenants {
+		ids[i] = "CAST(" + sqlString(id) + " AS BINARY)"
+	}
+	named := "COALESCE(CAST(" + m.qTable + "." + quoteIdent(same.Column) + " AS BINARY) IN (" + strings.Join(ids, ", ") + "), FALSE)"
+	return " AND (NOT " + named + " OR " + sameSite + ")"
+}
+
+// tenantBytesComparable reports whether a column of dataType renders, cast
+// to BINARY, the text tenant.ValueString gives its binlog value.
+func tenantBytesComparable(dataType string) bool {
+	switch dataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint",
+		"char", "varchar", "tinytext", "text", "mediumtext", "longtext",
+		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		return true
+	}
+	return false
 }
 
 // reconcileMaxKeys bounds the late inserts one Reconcile call removes per

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,12 +59,12 @@ func TestReconcileRemovesInsertBehindDelete(t *testing.T) {
 	}
 
 	// A range that ends below key 1's tombstone finds nothing.
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, tomb, false); err != nil || n != 0 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, tomb, SameSite{}); err != nil || n != 0 {
 		t.Fatalf("Reconcile below the tombstone = %d, %v; want 0, nil", n, err)
 	}
 
 	file, pos := binlogPosition(t, f)
-	n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, false)
+	n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{})
 	if err != nil || n != 1 {
 		t.Fatalf("Reconcile = %d, %v; want 1, nil", n, err)
 	}
@@ -99,7 +100,7 @@ func TestReconcileRemovesInsertBehindDelete(t *testing.T) {
 		t.Errorf("binlog transactions of the repair (table maps): %v; want one, starting with %s.%s", txns, f.meta, schema.Conflicts)
 	}
 
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, false); err != nil || n != 0 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{}); err != nil || n != 0 {
 		t.Errorf("second Reconcile = %d, %v; want 0, nil", n, err)
 	}
 }
@@ -115,10 +116,67 @@ func TestReconcileSameSite(t *testing.T) {
 	f.execAsSink(t,
 		"INSERT INTO kv (id, val, _tandem_hlc) VALUES (1, 'a', "+strconv.FormatUint(uint64(row), 10)+")",
 		"INSERT INTO "+schema.TombTable("kv")+" (id, _tandem_hlc) VALUES (1, "+strconv.FormatUint(uint64(tomb), 10)+")")
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, true); err != nil || n != 0 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{All: true}); err != nil || n != 0 {
 		t.Fatalf("Reconcile(sameSite) = %d, %v; want 0, nil (row of site 1, tombstone of site 2)", n, err)
 	}
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, false); err != nil || n != 1 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{}); err != nil || n != 1 {
 		t.Fatalf("Reconcile = %d, %v; want 1, nil", n, err)
+	}
+}
+
+// TestReconcileSameSiteTenants: with tenants mapped by a column, only the
+// rows of the named (home-policy) tenants are compared within their site;
+// the others, and rows whose tenant column is NULL (the global tenant),
+// lose to a greater tombstone of another site. The names match the
+// column's bytes exactly, as the replicator resolves tenants, also for an
+// integer column; a column of another type keeps every row within its site.
+func TestReconcileSameSiteTenants(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable)
+	ctx := context.Background()
+	row, tomb := hlc.New(1000, 0, 1), hlc.New(2000, 0, 2)
+	rv, tv := strconv.FormatUint(uint64(row), 10), strconv.FormatUint(uint64(tomb), 10)
+	load := func() {
+		t.Helper()
+		f.execAsSink(t, "DELETE FROM kv", "DELETE FROM "+schema.TombTable("kv"),
+			"INSERT INTO kv (id, val, _tandem_hlc) VALUES (1, 'home', "+rv+"), (2, 'other', "+rv+"), (3, NULL, "+rv+"), "+
+				"(4, 'HOME', "+rv+"), (5, 'home ', "+rv+")",
+			"INSERT INTO "+schema.TombTable("kv")+" (id, _tandem_hlc) VALUES (1, "+tv+"), (2, "+tv+"), (3, "+tv+"), (4, "+tv+"), (5, "+tv+")")
+	}
+	left := func() []int64 {
+		t.Helper()
+		rows, err := f.db.Query("SELECT id FROM kv ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	for _, c := range []struct {
+		name string
+		same SameSite
+		want []int64 // rows kept
+	}{
+		{"string column", SameSite{Column: "val", Tenants: []string{"home", "absent"}}, []int64{1}},
+		{"no home tenants", SameSite{Column: "val"}, nil},
+		{"integer column", SameSite{Column: "id", Tenants: []string{"2", "04"}}, []int64{2}},
+		{"unknown column", SameSite{Column: "nope", Tenants: []string{"home"}}, []int64{1, 2, 3, 4, 5}},
+		{"whole table", SameSite{All: true}, []int64{1, 2, 3, 4, 5}},
+	} {
+		load()
+		if _, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, c.same); err != nil {
+			t.Fatalf("%s: Reconcile: %v", c.name, err)
+		}
+		if got := left(); !slices.Equal(got, c.want) {
+			t.Errorf("%s: rows left %v; want %v", c.name, got, c.want)
+		}
 	}
 }

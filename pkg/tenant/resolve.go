@@ -189,6 +189,22 @@ func (r *Resolver) Column(schema, table string) string {
 	return ""
 }
 
+// TableTenant returns the tenant of every row of schema.table when no
+// column decides it: a schema rule's tenant, or Global for a table no rule
+// maps. ok is false when a column rule maps the table (see Column).
+func (r *Resolver) TableTenant(schema, table string) (tenant string, ok bool) {
+	if !r.Mapped() {
+		return Global, true
+	}
+	switch m := r.mapping(schema, table); m.kind {
+	case mapSchema:
+		return m.tenant, true
+	case mapColumn:
+		return "", false
+	}
+	return Global, true
+}
+
 // ValueString renders a tenant column value as the tenant id.
 func ValueString(v event.Value) string {
 	switch v.Kind {
