@@ -40,7 +40,8 @@ const noisyDDL = "CREATE TABLE `%s`.nn (id BIGINT NOT NULL PRIMARY KEY, tenant_i
 // partitions (the realistic case and the headline figure);
 // "same-partition" forces Y into X's partition (the worst case: Y's
 // messages queue behind X's in the same produce lane and apply loop).
-// BENCH_NN_CASE=natural or same-partition runs only one. The log shows,
+// BENCH_NN_CASE=natural or same-partition runs only one; BENCH_NN_ALONE
+// sets the seconds Y writes alone first (default 30). The log shows,
 // per phase, where Y's time goes (tandem_stage_seconds: read, acked,
 // fetched, applied, each measured from the source commit). Run with `make
 // bench` (BENCH_FILTER=NoisyNeighbour to run only this one).
@@ -119,12 +120,20 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	}
 	snap0 := stageSnap()
 
-	const yRate, alone = 200, 10 * time.Second
+	// Y alone for BENCH_NN_ALONE seconds (default 30): long enough that
+	// its p99 rests on thousands of samples and includes the periodic
+	// work (reloads, reconciler passes, checkpoints) that the long phase
+	// with X includes too.
+	const yRate = 200
+	alone := time.Duration(envInt("BENCH_NN_ALONE", 30)) * time.Second
 	nextY := int64(1_000_000_000)
 	// Phase 1: Y alone.
 	lo := nextY
-	nextY = writeY(b, a, c.db, y, nextY, yRate, func(elapsed time.Duration, _ int64) bool { return elapsed >= alone })
+	var took []time.Duration // each of Y's INSERTs at A, from the statement's start to its commit's acknowledgement
+	nextY = writeY(b, a, c.db, y, nextY, yRate, &took, func(elapsed time.Duration, _ int64) bool { return elapsed >= alone })
 	p99Alone := yLagP99(b, bdb, c.db, lo, nextY)
+	tookAlone := p99(took)
+	took = took[:0]
 	snap1 := stageSnap()
 
 	// Phase 2: X bulk-loads while Y writes on, until X is applied at B.
@@ -178,7 +187,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	}
 	lastCheck := time.Now()
 	splitY := int64(-1) // Y's first row written after X's load at A ended
-	nextY = writeY(b, a, c.db, y, nextY, yRate, func(_ time.Duration, next int64) bool {
+	nextY = writeY(b, a, c.db, y, nextY, yRate, &took, func(_ time.Duration, next int64) bool {
 		if splitY < 0 && loadDone.Load() {
 			splitY = next
 		}
@@ -203,6 +212,10 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 		// reorder) or its replication to B (what the rate limit governs).
 		b.Logf("Y's lag p99 while X was being inserted at A: %s; afterwards, while X was only being replicated: %s",
 			yLagP99(b, bdb, c.db, lo, splitY).Round(time.Millisecond), yLagP99(b, bdb, c.db, splitY, nextY).Round(time.Millisecond))
+		// The lag counts from the start of Y's INSERT at A (NOW(6)), so
+		// it includes Y's own write there: how long that took, p99.
+		b.Logf("Y's INSERT at A took p99 %s alone, %s while X was being inserted at A, %s afterwards",
+			tookAlone.Round(100*time.Microsecond), p99(took[:splitY-lo]).Round(100*time.Microsecond), p99(took[splitY-lo:]).Round(100*time.Microsecond))
 	}
 	snap2 := stageSnap()
 	b.Logf("stages from the source commit, Y alone (small transactions):%s", stageReport(snap0, snap1))
@@ -220,17 +233,20 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 }
 
 // writeY inserts one row of tenant y per 1/yRate s from id next on, until
-// done says so, and returns the next id.
-func writeY(b *testing.B, a *sql.DB, db, y string, next int64, yRate int, done func(elapsed time.Duration, next int64) bool) int64 {
+// done says so, and returns the next id. It appends how long each INSERT
+// took to took.
+func writeY(b *testing.B, a *sql.DB, db, y string, next int64, yRate int, took *[]time.Duration, done func(elapsed time.Duration, next int64) bool) int64 {
 	start := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(yRate))
 	defer tick.Stop()
 	q := "INSERT INTO `" + db + "`.nn (id, tenant_id, created, pad) VALUES (?, ?, NOW(6), 'y')"
 	for !done(time.Since(start), next) {
 		<-tick.C
+		t0 := time.Now()
 		if _, err := a.Exec(q, next, y); err != nil {
 			b.Fatal(err)
 		}
+		*took = append(*took, time.Since(t0))
 		next++
 	}
 	return next
@@ -257,6 +273,14 @@ func yLagP99(b *testing.B, bdb *sql.DB, db string, lo, hi int64) time.Duration {
 	if len(lags) == 0 {
 		b.Fatal("no lag samples")
 	}
-	slices.Sort(lags)
-	return lags[min(len(lags)-1, len(lags)*99/100)]
+	return p99(lags)
+}
+
+// p99 is the 99th percentile of ds (0 for none); it sorts ds.
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, len(ds)*99/100)]
 }
