@@ -187,9 +187,11 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	}
 	lastCheck := time.Now()
 	splitY := int64(-1) // Y's first row written after X's load at A ended
+	var snapMid [2]promtext.Metrics
 	nextY = writeY(b, a, c.db, y, nextY, yRate, &took, func(_ time.Duration, next int64) bool {
 		if splitY < 0 && loadDone.Load() {
 			splitY = next
+			snapMid = stageSnap()
 		}
 		if time.Since(lastCheck) < time.Second {
 			return false
@@ -220,6 +222,10 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	snap2 := stageSnap()
 	b.Logf("stages from the source commit, Y alone (small transactions):%s", stageReport(snap0, snap1))
 	b.Logf("stages from the source commit, with X (small transactions, i.e. Y):%s", stageReport(snap1, snap2))
+	if snapMid[0] != nil {
+		b.Logf("  of which while X was being inserted at A:%s", stageReport(snap1, snapMid))
+		b.Logf("  and afterwards:%s", stageReport(snapMid, snap2))
+	}
 	b.ReportMetric(float64(p99Alone.Microseconds())/1000, "y_p99_alone_ms")
 	b.ReportMetric(float64(p99With.Microseconds())/1000, "y_p99_with_x_ms")
 	b.ReportMetric(float64(p99With)/float64(max(p99Alone, time.Millisecond)), "y_p99_ratio")
