@@ -152,7 +152,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		}
 		r.applier = append(r.applier, pipeline.NewApplier(pipeline.ApplierConfig{
 			Kafka: kc, Topic: cfg.Topic(p.Name), Origin: p.ID,
-			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns,
+			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns, MaxBatchBytes: cfg.Sink.MaxBatchBytes,
 			MaxRetries: cfg.Sink.MaxRetries,
 			Tenants:    ten,
 			Stage:      stages.forOrigin(p.Name),

@@ -179,6 +179,10 @@ type Sink struct {
 	MaxBatchRows int      `yaml:"max_batch_rows"`
 	MaxBatchTxns int      `yaml:"max_batch_txns"`
 	Linger       Duration `yaml:"linger"`
+	// MaxBatchBytes bounds the messages one round of a partition takes:
+	// what a later message of the partition (another tenant's) waits
+	// behind while a throttled or paused tenant's messages are queued.
+	MaxBatchBytes int `yaml:"max_batch_bytes"`
 	// RowsPerStatement is the number of rows per multi-row upsert.
 	RowsPerStatement int `yaml:"rows_per_statement"`
 	// Workers is how many partitions of one peer's topic apply in
@@ -280,6 +284,7 @@ const (
 	DefaultMaxFragmentBytes   = 512 << 10
 	DefaultMaxBatchRows       = 2000
 	DefaultMaxBatchTxns       = 1000
+	DefaultMaxBatchBytes      = 1 << 20
 	DefaultRowsPerStatement   = 200
 	DefaultSinkWorkers        = 4
 	DefaultSinkMaxRetries     = 10
@@ -316,6 +321,7 @@ func Default() *Config {
 		Sink: Sink{
 			MaxBatchRows:     DefaultMaxBatchRows,
 			MaxBatchTxns:     DefaultMaxBatchTxns,
+			MaxBatchBytes:    DefaultMaxBatchBytes,
 			Linger:           Duration(5 * time.Millisecond),
 			RowsPerStatement: DefaultRowsPerStatement,
 			Workers:          DefaultSinkWorkers,

@@ -141,6 +141,7 @@ func TestValidate(t *testing.T) {
 		{"peer duplicate name", func(c *Config) { c.Peers[1].Name = "site-b" }, "peers[1].name", "repeats peers[0].name"},
 		{"sink rows", func(c *Config) { c.Sink.MaxBatchRows = 0 }, "sink.max_batch_rows", "out of range"},
 		{"sink txns", func(c *Config) { c.Sink.MaxBatchTxns = 0 }, "sink.max_batch_txns", "out of range"},
+		{"sink bytes", func(c *Config) { c.Sink.MaxBatchBytes = 100 }, "sink.max_batch_bytes", "out of range"},
 		{"sink linger", func(c *Config) { c.Sink.Linger = Duration(time.Minute) }, "sink.linger", "out of range"},
 		{"rows per statement", func(c *Config) { c.Sink.RowsPerStatement = 0 }, "sink.rows_per_statement", "out of range"},
 		{"rows per statement above batch", func(c *Config) { c.Sink.MaxBatchRows = 100 }, "sink.rows_per_statement", "exceeds sink.max_batch_rows"},

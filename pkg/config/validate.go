@@ -252,6 +252,7 @@ func (c *Config) checkPeers(ps *problems) {
 func (s *Sink) check(ps *problems) {
 	checkInt(ps, "sink.max_batch_rows", s.MaxBatchRows, 1, 1_000_000)
 	checkInt(ps, "sink.max_batch_txns", s.MaxBatchTxns, 1, 1_000_000)
+	checkInt(ps, "sink.max_batch_bytes", s.MaxBatchBytes, 1024, 256<<20)
 	checkDuration(ps, "sink.linger", s.Linger, 0, 10*time.Second)
 	checkInt(ps, "sink.rows_per_statement", s.RowsPerStatement, 1, 10_000)
 	if s.RowsPerStatement > s.MaxBatchRows && s.MaxBatchRows > 0 {

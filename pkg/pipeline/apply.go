@@ -40,6 +40,13 @@ type ApplierConfig struct {
 	// commit of consecutive source transactions). Defaults 2000 and 500.
 	MaxBatchRows int
 	MaxBatchTxns int
+	// MaxBatchBytes bounds the messages (as fetched) one round of a
+	// partition takes, default 1 MiB. A round is what a later message of
+	// the partition waits behind: a throttled or paused tenant's messages
+	// are stored in its queue undecoded (their rows unknown, so only this
+	// bounds them), and a neighbour in the same partition should wait for
+	// about one megabyte of them, not for MaxBatchTxns bulk transactions.
+	MaxBatchBytes int
 	// RetryMin/RetryMax bound the backoff after a retryable error.
 	RetryMin, RetryMax time.Duration
 	// MaxRetries is how often a non-retryable, unclassified error is
@@ -63,6 +70,9 @@ func (c *ApplierConfig) defaults() {
 	}
 	if c.MaxBatchTxns <= 0 {
 		c.MaxBatchTxns = 500
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 1 << 20
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond
@@ -307,11 +317,11 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 			if !ok {
 				return nil
 			}
-			rows := 0
+			rows, bytes := 0, len(m.Value)
 			batch = append(batch, a.fetched(m, part))
 			rows += entryRows(batch[0])
 		fill:
-			for len(batch) < a.cfg.MaxBatchTxns && rows < a.cfg.MaxBatchRows {
+			for len(batch) < a.cfg.MaxBatchTxns && rows < a.cfg.MaxBatchRows && bytes < a.cfg.MaxBatchBytes {
 				select {
 				case m, ok := <-msgs:
 					if !ok {
@@ -320,6 +330,7 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 					e := a.fetched(m, part)
 					batch = append(batch, e)
 					rows += entryRows(e)
+					bytes += len(m.Value)
 				default:
 					break fill
 				}

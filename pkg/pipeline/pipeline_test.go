@@ -14,6 +14,7 @@ import (
 	"github.com/tandemdb/tandem/pkg/checkpoint"
 	"github.com/tandemdb/tandem/pkg/event"
 	"github.com/tandemdb/tandem/pkg/hlc"
+	"github.com/tandemdb/tandem/pkg/sink"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -285,6 +286,92 @@ func TestEnsureTopicConcurrent(t *testing.T) {
 			if errs[i] != nil || got[i] != 4 {
 				t.Fatalf("round %d, caller %d: EnsureTopic = %d, %v; want 4 partitions", round, i, got[i], errs[i])
 			}
+		}
+	}
+}
+
+// batchSink records the messages of every batch it applies.
+type batchSink struct {
+	mu      sync.Mutex
+	batches [][]int64 // offsets of each batch's transactions
+}
+
+func (s *batchSink) Apply(_ context.Context, b sink.Batch) (sink.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var offs []int64
+	for off := b.FirstOffset; off < b.NextOffset; off++ {
+		offs = append(offs, off)
+	}
+	s.batches = append(s.batches, offs)
+	return sink.Result{Applied: len(b.Txns)}, nil
+}
+
+func (s *batchSink) Offsets(context.Context, string) (map[int]int64, error) {
+	return map[int]int64{0: 0}, nil
+}
+
+func (s *batchSink) count() (batches, msgs int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.batches {
+		msgs += len(b)
+	}
+	return len(s.batches), msgs
+}
+
+// TestApplierBatchBytes: a round of a partition stops at MaxBatchBytes of
+// messages, so a later message waits behind about that much, whatever the
+// row and transaction bounds allow.
+func TestApplierBatchBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := testenv.SharedBroker(t)
+	topic := testenv.Topic(t)
+	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 1}
+	ctx := context.Background()
+	if _, err := EnsureTopic(ctx, kc, topic); err != nil {
+		t.Fatal(err)
+	}
+	// 20 messages of one 100 kB row each, all in Kafka before the
+	// applier starts, so each round could take them all but for the
+	// byte bound.
+	prod := NewProducer(kc, topic, 1)
+	defer prod.Close()
+	var msgs []Message
+	for i := range 20 {
+		tx := txn(i+1, 0, true, 1)
+		tx.Changes[0].Columns = append(tx.Changes[0].Columns, "pad")
+		tx.Changes[0].Row = append(tx.Changes[0].Row, event.Value{Kind: event.KindString, Bytes: make([]byte, 100_000)})
+		v, err := event.Encode(nil, &tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, Message{Key: []byte("k"), Value: v})
+	}
+	if err := prod.ProducePartition(ctx, 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	s := &batchSink{}
+	a := NewApplier(ApplierConfig{Kafka: kc, Topic: topic, Origin: 1, MaxBatchBytes: 250_000}, s, nil, zaptest.NewLogger(t))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	testenv.WaitFor(t, 30*time.Second, "all 20 messages applied", func() bool {
+		_, n := s.count()
+		return n == 20
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.batches {
+		// The round stops once it holds 250 kB: at most 3 messages.
+		if len(b) > 3 {
+			t.Errorf("a batch of %d messages of 100 kB (offsets %v); want at most 3 under MaxBatchBytes 250 kB", len(b), b)
 		}
 	}
 }
