@@ -102,3 +102,20 @@ func TestApplyHalvesOnLockConflict(t *testing.T) {
 		t.Fatalf("applied %v after %d failures; want %v after 3 (9 entries, then 4+5, then 2+2 and 2+3)", s.applied, s.failed, want)
 	}
 }
+
+// TestReplayRows: a throttled tenant replays in slices of a tenth of a
+// second of its rate, within the batch bound, at least one row (that is,
+// one transaction, however large).
+func TestReplayRows(t *testing.T) {
+	for _, c := range []struct {
+		max  int
+		rate float64
+		want int
+	}{
+		{2000, 0, 2000}, {2000, -1, 2000}, {2000, 3000, 300}, {2000, 1e6, 2000}, {2000, 5, 1}, {2000, 0.5, 1},
+	} {
+		if got := replayRows(c.max, c.rate); got != c.want {
+			t.Errorf("replayRows(%d, %v) = %d; want %d", c.max, c.rate, got, c.want)
+		}
+	}
+}

@@ -447,8 +447,13 @@ func (a *Applier) replayTenant(ctx context.Context, t tenant.Tenant, b *tenant.B
 	)
 	// Entries are decoded only as far as this batch reaches: a throttled
 	// bulk load may have queued megabytes behind it.
+	rate := b.Rate()
+	if t.Mode == tenant.ModeExcluded {
+		rate = 0 // removed, not applied: no neighbour waits for it
+	}
+	maxRows := replayRows(a.cfg.MaxBatchRows, rate)
 	err := q.Scan(t.ID, func(e tenant.Entry) bool {
-		if e.Dead || rows >= a.cfg.MaxBatchRows || len(es) == a.cfg.MaxBatchTxns || len(es) > 0 && bytes >= 8<<20 {
+		if e.Dead || rows >= maxRows || len(es) == a.cfg.MaxBatchTxns || len(es) > 0 && bytes >= 8<<20 {
 			return false
 		}
 		txn, err := event.Decode(e.Payload)
@@ -503,6 +508,19 @@ func (a *Applier) replayTenant(ctx context.Context, t tenant.Tenant, b *tenant.B
 		return false, err
 	}
 	return a.replayBatch(ctx, s, t, b, es, txns)
+}
+
+// replayRows bounds the rows of one replay batch of a tenant limited to
+// rate rows/s (<= 0: unlimited) to a tenth of a second of its rate: the
+// target then applies a throttled bulk load in short slices spread over
+// each second, not in bursts of maxRows that its neighbours' transactions
+// wait behind (noisy-neighbour bench). A batch always takes at least one
+// transaction, however large.
+func replayRows(maxRows int, rate float64) int {
+	if rate <= 0 {
+		return maxRows
+	}
+	return max(1, min(maxRows, int(rate/10)))
 }
 
 func (a *Applier) replayBatch(ctx context.Context, s Sink, t tenant.Tenant, b *tenant.Bucket, es []tenant.Entry, txns []event.Txn) (bool, error) {
