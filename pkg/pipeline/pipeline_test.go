@@ -96,21 +96,30 @@ func txn(seq int, frag uint32, last bool, rows int) event.Txn {
 	return t
 }
 
-// TestSourcePublishesAndCheckpoints: every non-empty transaction becomes one
-// message; the checkpoint lands on the last complete transaction, never on
-// a fragment; empty transactions only move the checkpoint.
-func TestSourcePublishesAndCheckpoints(t *testing.T) {
+// newTopic creates a topic of the given partitions on the shared test
+// broker (skipping in -short mode) and returns its configuration, name and
+// partition count.
+func newTopic(t *testing.T, partitions int) (KafkaConfig, string, int) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test")
 	}
 	broker := testenv.SharedBroker(t)
 	topic := testenv.Topic(t)
-	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 1}
-	ctx := context.Background()
-	parts, err := EnsureTopic(ctx, kc, topic)
+	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: partitions}
+	parts, err := EnsureTopic(context.Background(), kc, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kc, topic, parts
+}
+
+// TestSourcePublishesAndCheckpoints: every non-empty transaction becomes one
+// message; the checkpoint lands on the last complete transaction, never on
+// a fragment; empty transactions only move the checkpoint.
+func TestSourcePublishesAndCheckpoints(t *testing.T) {
+	kc, topic, parts := newTopic(t, 1)
+	ctx := context.Background()
 	r := &scriptedReader{txns: []event.Txn{
 		txn(1, 0, true, 3),
 		txn(2, 0, false, 2), txn(2, 1, true, 2), // a fragmented transaction
@@ -140,7 +149,7 @@ func TestSourcePublishesAndCheckpoints(t *testing.T) {
 		t.Fatalf("published %d messages, want 4 (3 transactions, one in 2 fragments; the empty one publishes nothing)", got)
 	}
 	// The messages are in the topic, in order, decodable.
-	kr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker.Addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	kr := kafka.NewReader(kafka.ReaderConfig{Brokers: kc.Brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer kr.Close()
 	var got []string
 	for range 4 {
@@ -181,17 +190,8 @@ func TestSourcePublishesAndCheckpoints(t *testing.T) {
 // transaction only once all were acknowledged, and the stages are
 // reported once per published transaction.
 func TestSourceLanesKeepPartitionOrder(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	broker := testenv.SharedBroker(t)
-	topic := testenv.Topic(t)
-	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 4}
+	kc, topic, parts := newTopic(t, 4)
 	ctx := context.Background()
-	parts, err := EnsureTopic(ctx, kc, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tenants := []string{"a", "b", "c", "d", "e"}
 	const n = 60
 	r := &scriptedReader{}
@@ -236,7 +236,7 @@ func TestSourceLanesKeepPartitionOrder(t *testing.T) {
 	}
 	mu.Unlock()
 	for p := range parts {
-		kr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker.Addr}, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		kr := kafka.NewReader(kafka.ReaderConfig{Brokers: kc.Brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
 		var got []string
 		for range want[p] {
 			m, err := kr.FetchMessage(ctx)
@@ -324,16 +324,8 @@ func (s *batchSink) count() (batches, msgs int) {
 // messages, so a later message waits behind about that much, whatever the
 // row and transaction bounds allow.
 func TestApplierBatchBytes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	broker := testenv.SharedBroker(t)
-	topic := testenv.Topic(t)
-	kc := KafkaConfig{Brokers: []string{broker.Addr}, Partitions: 1}
+	kc, topic, _ := newTopic(t, 1)
 	ctx := context.Background()
-	if _, err := EnsureTopic(ctx, kc, topic); err != nil {
-		t.Fatal(err)
-	}
 	// 20 messages of one 100 kB row each, all in Kafka before the
 	// applier starts, so each round could take them all but for the
 	// byte bound.
