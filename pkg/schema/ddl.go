@@ -247,11 +247,14 @@ END %[1]s`, l, local, tombInsert, strings.Join(oldPK, ", "),
 		hlc.SQLNext(g.site, "OLD."+v), v, hlc.SQLNext(g.site, "OLD."+v, tombV), deleteFlag)
 
 	name := func(kind string) string { return TriggerName(kind, t.ref.Table) }
+	// Installed in this order: when prepare replaces generation 1, the
+	// BEFORE DELETE trigger that raises deleteFlag is in place before the
+	// AFTER INSERT trigger that relies on it (generation 1 checks always).
 	return []triggerDef{
 		{name(TriggerBeforeInsert), "BEFORE", "INSERT", bi},
-		{name(TriggerAfterInsert), "AFTER", "INSERT", ai},
 		{name(TriggerBeforeUpdate), "BEFORE", "UPDATE", bu},
 		{name(TriggerBeforeDelete), "BEFORE", "DELETE", bd},
+		{name(TriggerAfterInsert), "AFTER", "INSERT", ai},
 	}
 }
 
