@@ -249,8 +249,9 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 	if r.reconciler == nil {
 		return nil
 	}
+	same := r.sameSite()
 	for _, t := range r.tables {
-		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, r.sameSite(t))
+		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, same(t))
 		if err != nil {
 			return fmt.Errorf("reconcile %s: %w", t, err)
 		}
@@ -263,29 +264,34 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 	return nil
 }
 
-// sameSite names the rows of t that the reconciler may compare only with
-// tombstones of their own site: those of tenants whose policy ranks a home
-// site's versions first, per the registry snapshot of this pass (a rule
-// changed meanwhile takes effect at the next pass, as for the sinks).
-func (r *Replicator) sameSite(t schema.TableRef) sink.SameSite {
+// sameSite returns, for the tables of one pass, the rows the reconciler
+// may compare only with tombstones of their own site: those of tenants
+// whose policy ranks a home site's versions first, per the registry
+// snapshot of this pass (a rule changed meanwhile takes effect at the next
+// pass, as for the sinks).
+func (r *Replicator) sameSite() func(schema.TableRef) sink.SameSite {
 	if r.tenants == nil {
-		return sink.SameSite{}
+		return func(schema.TableRef) sink.SameSite { return sink.SameSite{} }
 	}
-	return sameSiteOf(r.tenants.registry.Snapshot(), r.tenants.resolver, t)
+	return sameSiteOf(r.tenants.registry.Snapshot(), r.tenants.resolver)
 }
 
-func sameSiteOf(snap *tenant.Snapshot, res *tenant.Resolver, t schema.TableRef) sink.SameSite {
+// sameSiteOf lists snap's home-policy tenants once and names, per table,
+// the rows they own.
+func sameSiteOf(snap *tenant.Snapshot, res *tenant.Resolver) func(schema.TableRef) sink.SameSite {
 	home := func(id string) bool { return snap.Get(id).Policy().HomeSite != 0 }
-	if id, ok := res.TableTenant(t.Schema, t.Table); ok {
-		return sink.SameSite{All: home(id)}
-	}
-	same := sink.SameSite{Column: res.Column(t.Schema, t.Table)}
+	var homes []string
 	for _, e := range snap.List() {
 		if home(e.ID) {
-			same.Tenants = append(same.Tenants, e.ID)
+			homes = append(homes, e.ID)
 		}
 	}
-	return same
+	return func(t schema.TableRef) sink.SameSite {
+		if id, ok := res.TableTenant(t.Schema, t.Table); ok {
+			return sink.SameSite{All: home(id)}
+		}
+		return sink.SameSite{Column: res.Column(t.Schema, t.Table), Tenants: homes}
+	}
 }
 
 // reconcileLoop checks, every reconcile_interval, the tombstones of the

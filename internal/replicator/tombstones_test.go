@@ -38,14 +38,14 @@ func TestSameSiteOf(t *testing.T) {
 		{schema.TableRef{Schema: "tenant_new", Table: "orders"}, sink.SameSite{}}, // no entry: active-active
 		{schema.TableRef{Schema: "other", Table: "t"}, sink.SameSite{}},           // global tenant
 	} {
-		got := sameSiteOf(snap, res, c.table)
+		got := sameSiteOf(snap, res)(c.table)
 		slices.Sort(got.Tenants)
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: %+v; want %+v", c.table, got, c.want)
 		}
 	}
 	// Without a snapshot yet every tenant has the default rule.
-	if got := sameSiteOf(nil, res, schema.TableRef{Schema: "shop", Table: "orders"}); len(got.Tenants) != 0 || got.All {
+	if got := sameSiteOf(nil, res)(schema.TableRef{Schema: "shop", Table: "orders"}); len(got.Tenants) != 0 || got.All {
 		t.Errorf("no snapshot: %+v; want no rows named", got)
 	}
 }

@@ -508,7 +508,8 @@ func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink
 		if a.obs != nil {
 			a.obs.ApplyError(a.cfg.Origin, err)
 		}
-		if sink.IsLockConflict(err) && len(b.Txns) > 1 {
+		lockConflict := sink.IsLockConflict(err)
+		if lockConflict && len(b.Txns) > 1 {
 			// The server rolled the whole batch back. A group of
 			// source transactions holds many row locks, and under a
 			// busy local workload the same group tends to deadlock
@@ -520,7 +521,7 @@ func (a *Applier) applyRetrying(ctx context.Context, s Sink, b sink.Batch) (sink
 			return res, err
 		}
 		wait := backoff
-		if sink.IsLockConflict(err) && attempt <= lockConflictQuickRetries {
+		if lockConflict && attempt <= lockConflictQuickRetries {
 			// A deadlock victim or a lock wait that timed out: the
 			// other transaction is done or nearly so. Waiting out a
 			// growing backoff here stalled the partition for seconds
