@@ -50,7 +50,7 @@ type conflictRow struct {
 // applier writes plans inside one open target transaction.
 type applier struct {
 	s         *MySQL
-	tx        *sql.Tx
+	tx        stmtRunner  // the apply transaction's connection
 	txns      []event.Txn // the batch's, indexed by item.txn
 	conflicts []conflictRow
 	// deleted and tombstones count rows deleted and tombstones written.

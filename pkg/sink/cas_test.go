@@ -186,12 +186,14 @@ func TestFencing(t *testing.T) {
 	if !errors.Is(err, ErrFenced) || IsRetryable(err) {
 		t.Fatalf("Apply with an older epoch: %v, want ErrFenced", err)
 	}
+	f.checkIdle(t) // the refused claim was rolled back
 	if got := f.checksum(t, "kv"); got != sum {
 		t.Errorf("fenced batch changed data: %s -> %s", sum, got)
 	}
 	if offs2, _ := f.sink.Offsets(context.Background(), f.topic); offs2[0] != offs[0] {
 		t.Errorf("fenced batch moved the offset %d -> %d", offs[0], offs2[0])
 	}
+	f.checkIdle(t) // Offsets ends its read
 	// No lease (epoch 0) is older than any lease.
 	stale.Epoch = 0
 	if _, err := f.sink.Apply(context.Background(), stale); !errors.Is(err, ErrFenced) {

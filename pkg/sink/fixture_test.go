@@ -123,7 +123,39 @@ func (f *fixture) apply(t testing.TB, b Batch) Result {
 	if got := res.Applied + res.Duplicates + res.Conflicts + res.Superseded; !res.AlreadyApplied && got != res.Rows {
 		t.Errorf("Result %+v does not account for every row: %d != %d", res, got, res.Rows)
 	}
+	f.checkIdle(t)
 	return res
+}
+
+// checkIdle fails t when one of the sink's idle connections has an InnoDB
+// transaction open. Sink sessions run with autocommit off: a use that
+// ended without COMMIT or ROLLBACK would keep its locks, and its rows out
+// of sight, until the connection's next apply.
+func (f *fixture) checkIdle(t testing.TB) {
+	t.Helper()
+	// Taken out of the idle list while checked: a concurrent Apply opens
+	// a connection of its own instead of starting a transaction here.
+	f.sink.mu.Lock()
+	idle := f.sink.idle
+	f.sink.idle = nil
+	f.sink.mu.Unlock()
+	defer func() {
+		for _, c := range idle {
+			f.sink.release(c, true)
+		}
+	}()
+	for _, c := range idle {
+		// @@in_transaction (MariaDB) rather than INNODB_TRX, which is a
+		// cache refreshed at most every 0.1 s and shows transactions
+		// committed just before.
+		var id, open int64
+		if err := c.QueryRowContext(context.Background(), "SELECT CONNECTION_ID(), @@in_transaction").Scan(&id, &open); err != nil {
+			t.Fatal(err)
+		}
+		if open != 0 {
+			t.Errorf("idle sink connection %d has a transaction open", id)
+		}
+	}
 }
 
 // query returns the rows of q as strings ("NULL" for NULL), columns joined

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -30,11 +31,25 @@ import (
 //   - time_zone +00:00: TIMESTAMP values travel as UTC text.
 //   - schema.ApplySessionVar = 1: the triggers leave versions and
 //     tombstones to the sink.
+//   - autocommit off: an apply transaction begins with its first
+//     statement, the offsets claim, instead of a START TRANSACTION round
+//     trip of its own. Round trips are most of a small batch's apply time
+//     on a busy server (a batch makes about ten), and the apply loop is
+//     what the replication lag queues behind. Every use of a sink
+//     connection therefore ends with COMMIT or ROLLBACK (see endTxn).
 var sessionSQL = []string{
 	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 	"SET NAMES utf8mb4",
 	"SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
-		"SESSION time_zone = '+00:00', " + schema.ApplySessionVar + " = 1",
+		"SESSION time_zone = '+00:00', " + schema.ApplySessionVar + " = 1, SESSION autocommit = 0",
+}
+
+// stmtRunner runs the statements of an apply transaction: the sink's
+// *sql.Conn (autocommit off), or a *sql.Tx in benchmarks.
+type stmtRunner interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // MySQL applies batches to a MariaDB or MySQL server with compare-and-set
@@ -117,7 +132,7 @@ func (s *MySQL) Offsets(ctx context.Context, topic string) (offs map[int]int64, 
 	if err != nil {
 		return nil, err
 	}
-	defer func() { s.release(conn, err == nil || sqlErrorNumber(err) != 0) }()
+	defer func() { s.release(conn, endTxn(conn, false) == nil && (err == nil || sqlErrorNumber(err) != 0)) }()
 	q := appendTextString([]byte("SELECT part, next_offset FROM "+s.qOffsets+" WHERE topic = "), topic)
 	rows, err := conn.QueryContext(ctx, string(q))
 	if err != nil {
@@ -192,8 +207,8 @@ func checkBatch(b Batch) error {
 // applyOnce runs one attempt in one transaction; oneByOne applies the
 // source transactions one at a time instead of collapsed.
 func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Result, err error) {
-	conn, tx, err := s.begin(ctx)
-	if err != nil {
+	conn, already, err := s.claim(ctx, b)
+	if conn == nil {
 		return Result{}, err
 	}
 	committed := false
@@ -202,17 +217,15 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 		if !committed {
 			// After a server-side error the connection is fine to reuse
 			// once the rollback went through.
-			healthy = tx.Rollback() == nil && (err == nil || sqlErrorNumber(err) != 0 || isOwnError(err))
+			healthy = endTxn(conn, false) == nil && (err == nil || sqlErrorNumber(err) != 0 || isOwnError(err))
 		}
 		s.release(conn, healthy)
 	}()
-
-	already, err := s.claimOffsets(ctx, tx, b)
 	if err != nil || already {
 		return Result{AlreadyApplied: already}, err
 	}
 
-	a := &applier{s: s, tx: tx, txns: b.Txns}
+	a := &applier{s: s, tx: conn, txns: b.Txns}
 	if !oneByOne {
 		p, err := s.buildPlan(ctx, b.Txns, 0)
 		if err != nil {
@@ -242,7 +255,7 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 	if err := a.writeConflicts(ctx, s.qConflicts); err != nil {
 		return Result{}, err
 	}
-	if err := s.writeParked(ctx, tx, a, b); err != nil {
+	if err := s.writeParked(ctx, conn, a, b); err != nil {
 		return Result{}, err
 	}
 	for i := range b.Txns {
@@ -252,11 +265,11 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 		q := "INSERT INTO " + s.qWatermarks + " (origin, applied_hlc, updated_at) VALUES (" +
 			strconv.Itoa(int(b.Origin)) + "," + strconv.FormatUint(uint64(res.MaxStamp), 10) + ",NOW(6))" +
 			" ON DUPLICATE KEY UPDATE applied_hlc = GREATEST(applied_hlc, VALUES(applied_hlc)), updated_at = VALUES(updated_at)"
-		if _, err := tx.ExecContext(ctx, q); err != nil {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
 			return Result{}, bookkeepingError("raise the watermark in", s.qWatermarks, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return Result{}, fmt.Errorf("sink: commit batch %s/%d [%d, %d): %w", b.Topic, b.Partition, b.FirstOffset, b.NextOffset, err)
 	}
 	committed = true
@@ -289,36 +302,61 @@ func (r *Result) tally(p *plan) {
 	}
 }
 
-// claimOffsets locks the partition's offsets row and checks fencing and
-// replay; then it writes the row. already reports a replayed batch.
+// claim takes a sink connection and claims b's offsets as the first
+// statement of its apply transaction (see claimOffsets). A pooled
+// connection that went stale while idle (server restart, wait_timeout) is
+// replaced once. conn is nil only when there is no connection to release.
+func (s *MySQL) claim(ctx context.Context, b Batch) (conn *sql.Conn, already bool, err error) {
+	for attempt := 0; ; attempt++ {
+		conn, pooled, err := s.acquire(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		already, err := s.claimOffsets(ctx, conn, b)
+		if err == nil || !pooled || attempt > 0 || !errors.Is(err, driver.ErrBadConn) {
+			return conn, already, err
+		}
+		discard(conn)
+	}
+}
+
+// endTxn ends the transaction open on a sink connection (autocommit is
+// off). It runs even when the apply's context has ended: a connection is
+// reused only after its transaction is over.
+func endTxn(conn *sql.Conn, commit bool) error {
+	q := "ROLLBACK"
+	if commit {
+		q = "COMMIT"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), endTxnTimeout)
+	defer cancel()
+	_, err := conn.ExecContext(ctx, q)
+	return err
+}
+
+// endTxnTimeout bounds a ROLLBACK on a connection that may be broken.
+const endTxnTimeout = 10 * time.Second
+
+// claimOffsets writes the partition's offsets row, unless the row belongs
+// to a newer epoch (ErrFenced) or already covers b (already). It is one
+// statement, and its write locks the row until the transaction ends.
 //
 // INVARIANT: the offsets write is the first row change of every apply
 // transaction. The local binlog reader drops every transaction whose first
 // row event touches _tandem_offsets: that is how a change applied by a sink
 // is never published again (no echo). Nothing may write a row before it.
-func (s *MySQL) claimOffsets(ctx context.Context, tx *sql.Tx, b Batch) (already bool, err error) {
-	where := make([]byte, 0, 64)
-	where = append(where, " WHERE topic = "...)
-	where = appendTextString(where, b.Topic)
-	where = append(where, " AND part = "...)
-	where = strconv.AppendInt(where, int64(b.Partition), 10)
-	var (
-		next  int64
-		epoch uint64
-		found = true
-	)
-	err = tx.QueryRowContext(ctx, "SELECT next_offset, epoch FROM "+s.qOffsets+string(where)+" FOR UPDATE").Scan(&next, &epoch)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		found = false
-	case err != nil:
-		return false, bookkeepingError("lock the offsets row in", s.qOffsets, err)
-	case epoch > b.Epoch:
-		return false, fmt.Errorf("%w: %s/%d is held by epoch %d, this replicator has %d", ErrFenced, b.Topic, b.Partition, epoch, b.Epoch)
-	case next >= b.NextOffset:
-		return true, nil
-	}
-	q := make([]byte, 0, 256)
+//
+// The upsert changes the row only when the stored epoch is not newer and
+// the stored offset is below b's end; otherwise it leaves the row as it is
+// (0 rows affected; the sink's connections never set clientFoundRows) and
+// a read of the now locked row tells which of the two it was. Deciding in
+// the statement rather than after a SELECT … FOR UPDATE saves a round trip
+// per batch, and a row that a concurrent replicator creates first is
+// judged by its epoch like any other.
+func (s *MySQL) claimOffsets(ctx context.Context, c stmtRunner, b Batch) (already bool, err error) {
+	epoch := strconv.AppendUint(nil, b.Epoch, 10)
+	next := strconv.AppendInt(nil, b.NextOffset, 10)
+	q := make([]byte, 0, 512)
 	q = append(q, "INSERT INTO "...)
 	q = append(q, s.qOffsets...)
 	q = append(q, " (topic, part, next_offset, origin, epoch, updated_at) VALUES ("...)
@@ -326,32 +364,64 @@ func (s *MySQL) claimOffsets(ctx context.Context, tx *sql.Tx, b Batch) (already 
 	q = append(q, ',')
 	q = strconv.AppendInt(q, int64(b.Partition), 10)
 	q = append(q, ',')
-	q = strconv.AppendInt(q, b.NextOffset, 10)
+	q = append(q, next...)
 	q = append(q, ',')
 	q = strconv.AppendUint(q, uint64(b.Origin), 10)
 	q = append(q, ',')
-	q = strconv.AppendUint(q, b.Epoch, 10)
-	q = append(q, ",NOW(6))"...)
-	if found {
-		// The row is locked by the SELECT above.
-		q = append(q, " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), epoch = VALUES(epoch),"+
-			" origin = VALUES(origin), updated_at = VALUES(updated_at)"...)
-	}
-	// A missing row was not locked (no gap locks under READ COMMITTED): a
-	// plain INSERT fails if another replicator created it meanwhile, and
-	// the retry checks its epoch, where an upsert would overwrite it.
-	if _, err := tx.ExecContext(ctx, string(q)); err != nil {
-		if !found && sqlErrorNumber(err) == erDupEntry {
-			return false, &transientError{err: fmt.Errorf("sink: create offsets row of %s/%d: %w", b.Topic, b.Partition, errConcurrentWriter)}
+	q = append(q, epoch...)
+	q = append(q, ",NOW(6)) ON DUPLICATE KEY UPDATE "...)
+	// Assignments are evaluated left to right against the row as updated
+	// so far (unless sql_mode has SIMULTANEOUS_ASSIGNMENT, where they all
+	// see the old row): the columns the condition reads come last, epoch
+	// before next_offset, and once epoch is raised to b's the condition
+	// still holds for next_offset. Either way all four agree.
+	for _, col := range []string{"updated_at", "origin", "epoch", "next_offset"} {
+		q = append(q, col...)
+		q = append(q, " = IF(epoch <= "...)
+		q = append(q, epoch...)
+		q = append(q, " AND next_offset < "...)
+		q = append(q, next...)
+		q = append(q, ", VALUES("...)
+		q = append(q, col...)
+		q = append(q, "), "...)
+		q = append(q, col...)
+		q = append(q, ")"...)
+		if col != "next_offset" {
+			q = append(q, ", "...)
 		}
+	}
+	res, err := c.ExecContext(ctx, string(q))
+	if err != nil {
 		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
 	}
-	return false, nil
+	if n, err := res.RowsAffected(); err != nil || n != 0 {
+		return false, err // 1: created, 2: advanced
+	}
+	where := make([]byte, 0, 64)
+	where = append(where, " WHERE topic = "...)
+	where = appendTextString(where, b.Topic)
+	where = append(where, " AND part = "...)
+	where = strconv.AppendInt(where, int64(b.Partition), 10)
+	var (
+		stored      int64
+		storedEpoch uint64
+	)
+	if err := c.QueryRowContext(ctx, "SELECT next_offset, epoch FROM "+s.qOffsets+string(where)).Scan(&stored, &storedEpoch); err != nil {
+		return false, bookkeepingError("read the offsets row in", s.qOffsets, err)
+	}
+	switch {
+	case storedEpoch > b.Epoch:
+		return false, fmt.Errorf("%w: %s/%d is held by epoch %d, this replicator has %d", ErrFenced, b.Topic, b.Partition, storedEpoch, b.Epoch)
+	case stored >= b.NextOffset:
+		return true, nil
+	}
+	return false, fmt.Errorf("sink: offsets row of %s/%d (next offset %d, epoch %d) was left unchanged by a batch ending at %d of epoch %d",
+		b.Topic, b.Partition, stored, storedEpoch, b.NextOffset, b.Epoch)
 }
 
 // writeParked stores b's parked messages, once per (topic, partition,
 // offset): a replay of an overlapping batch does not duplicate them.
-func (s *MySQL) writeParked(ctx context.Context, tx *sql.Tx, a *applier, b Batch) error {
+func (s *MySQL) writeParked(ctx context.Context, tx stmtRunner, a *applier, b Batch) error {
 	for _, p := range b.Parked {
 		q := a.buf[:0]
 		q = append(q, "INSERT INTO "...)
