@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -261,5 +262,32 @@ func TestInvalidBatch(t *testing.T) {
 		if _, err := f.sink.Apply(context.Background(), b); err == nil || IsRetryable(err) {
 			t.Errorf("Apply(%+v) = %v, want a non-retryable error", b, err)
 		}
+	}
+}
+
+// TestStaleConnectionReplaced: an idle sink connection the server closed
+// (a restart, wait_timeout) is replaced once when the next batch claims
+// its offsets, and the batch applies without an error.
+func TestStaleConnectionReplaced(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable)
+	vs := newVersions()
+	f.apply(t, f.batch(txn(f.kv(ins, 1, "a", vs.next(2)))))
+	f.sink.mu.Lock()
+	idle := append([]*sql.Conn(nil), f.sink.idle...)
+	f.sink.mu.Unlock()
+	if len(idle) == 0 {
+		t.Fatal("no idle sink connection after an apply")
+	}
+	for _, c := range idle {
+		var id int64
+		if err := c.QueryRowContext(context.Background(), "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		f.exec(t, fmt.Sprintf("KILL CONNECTION %d", id))
+	}
+	f.apply(t, f.batch(txn(f.kv(ins, 2, "b", vs.next(2)))))
+	if got := f.query(t, "SELECT id, val FROM kv ORDER BY id"); strings.Join(got, ",") != "1|a,2|b" {
+		t.Errorf("rows %v, want 1|a,2|b", got)
 	}
 }

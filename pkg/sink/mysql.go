@@ -6,11 +6,13 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"go.uber.org/zap"
 
 	"github.com/tandemdb/tandem/pkg/hlc"
@@ -36,7 +38,7 @@ import (
 //     trip of its own. Round trips are most of a small batch's apply time
 //     on a busy server (a batch makes about ten), and the apply loop is
 //     what the replication lag queues behind. Every use of a sink
-//     connection therefore ends with COMMIT or ROLLBACK (see endTxn).
+//     connection therefore ends with COMMIT or ROLLBACK (see rollback).
 var sessionSQL = []string{
 	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 	"SET NAMES utf8mb4",
@@ -132,7 +134,7 @@ func (s *MySQL) Offsets(ctx context.Context, topic string) (offs map[int]int64, 
 	if err != nil {
 		return nil, err
 	}
-	defer func() { s.release(conn, endTxn(conn, false) == nil && (err == nil || sqlErrorNumber(err) != 0)) }()
+	defer func() { s.release(conn, rollback(conn) == nil && (err == nil || sqlErrorNumber(err) != 0)) }()
 	q := appendTextString([]byte("SELECT part, next_offset FROM "+s.qOffsets+" WHERE topic = "), topic)
 	rows, err := conn.QueryContext(ctx, string(q))
 	if err != nil {
@@ -217,7 +219,7 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 		if !committed {
 			// After a server-side error the connection is fine to reuse
 			// once the rollback went through.
-			healthy = endTxn(conn, false) == nil && (err == nil || sqlErrorNumber(err) != 0 || isOwnError(err))
+			healthy = rollback(conn) == nil && (err == nil || sqlErrorNumber(err) != 0 || isOwnError(err))
 		}
 		s.release(conn, healthy)
 	}()
@@ -313,29 +315,32 @@ func (s *MySQL) claim(ctx context.Context, b Batch) (conn *sql.Conn, already boo
 			return nil, false, err
 		}
 		already, err := s.claimOffsets(ctx, conn, b)
-		if err == nil || !pooled || attempt > 0 || !errors.Is(err, driver.ErrBadConn) {
+		if err == nil || !pooled || attempt > 0 || !staleConn(err) {
 			return conn, already, err
 		}
 		discard(conn)
 	}
 }
 
-// endTxn ends the transaction open on a sink connection (autocommit is
-// off). It runs even when the apply's context has ended: a connection is
-// reused only after its transaction is over.
-func endTxn(conn *sql.Conn, commit bool) error {
-	q := "ROLLBACK"
-	if commit {
-		q = "COMMIT"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), endTxnTimeout)
+// staleConn reports an error of a connection that went away while idle,
+// before the server answered: another connection may well succeed.
+func staleConn(err error) bool {
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// rollback ends the transaction open on a sink connection (autocommit is
+// off) without committing. It runs even when the apply's context has
+// ended: a connection is reused only after its transaction is over.
+func rollback(conn *sql.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
 	defer cancel()
-	_, err := conn.ExecContext(ctx, q)
+	_, err := conn.ExecContext(ctx, "ROLLBACK")
 	return err
 }
 
-// endTxnTimeout bounds a ROLLBACK on a connection that may be broken.
-const endTxnTimeout = 10 * time.Second
+// rollbackTimeout bounds a ROLLBACK on a connection that may be broken.
+const rollbackTimeout = 10 * time.Second
 
 // claimOffsets writes the partition's offsets row, unless the row belongs
 // to a newer epoch (ErrFenced) or already covers b (already). It is one
