@@ -305,18 +305,29 @@ func (r *Result) tally(p *plan) {
 }
 
 // claim takes a sink connection and claims b's offsets as the first
-// statement of its apply transaction (see claimOffsets). A pooled
-// connection that went stale while idle (server restart, wait_timeout) is
-// replaced once. conn is nil only when there is no connection to release.
+// statement of its apply transaction (see claimOffsets). conn is nil only
+// when there is no connection to release.
 func (s *MySQL) claim(ctx context.Context, b Batch) (conn *sql.Conn, already bool, err error) {
+	conn, err = s.firstUse(ctx, staleConn, func(c *sql.Conn) (err error) {
+		already, err = s.claimOffsets(ctx, c, b)
+		return err
+	})
+	return conn, already, err
+}
+
+// firstUse takes a configured connection and runs use on it. A pooled
+// connection that went stale while idle (server restart, wait_timeout),
+// as stale judges use's error, is discarded and use runs once more on a
+// new one. conn is nil only when no connection was acquired.
+func (s *MySQL) firstUse(ctx context.Context, stale func(error) bool, use func(*sql.Conn) error) (conn *sql.Conn, err error) {
 	for attempt := 0; ; attempt++ {
 		conn, pooled, err := s.acquire(ctx)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		already, err := s.claimOffsets(ctx, conn, b)
-		if err == nil || !pooled || attempt > 0 || !staleConn(err) {
-			return conn, already, err
+		err = use(conn)
+		if err == nil || !pooled || attempt > 0 || !stale(err) {
+			return conn, err
 		}
 		discard(conn)
 	}
@@ -508,23 +519,20 @@ func (s *MySQL) observe(b Batch, res *Result) {
 	s.log.Error("could not advance the local clock past applied versions", fields...)
 }
 
-// begin opens a transaction on a configured connection. A connection that
-// went stale while idle (server restart, wait_timeout) is replaced once.
+// begin opens a transaction on a configured connection (see firstUse).
 func (s *MySQL) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
-	for attempt := 0; ; attempt++ {
-		conn, pooled, err := s.acquire(ctx)
-		if err != nil {
-			return nil, nil, err
+	var tx *sql.Tx
+	conn, err := s.firstUse(ctx, IsRetryable, func(c *sql.Conn) (err error) {
+		tx, err = c.BeginTx(ctx, nil)
+		return err
+	})
+	if err != nil {
+		if conn != nil {
+			discard(conn)
 		}
-		tx, err := conn.BeginTx(ctx, nil)
-		if err == nil {
-			return conn, tx, nil
-		}
-		discard(conn)
-		if !pooled || attempt > 0 || !(errors.Is(err, driver.ErrBadConn) || IsRetryable(err)) {
-			return nil, nil, fmt.Errorf("sink: begin transaction: %w", err)
-		}
+		return nil, nil, fmt.Errorf("sink: begin transaction: %w", err)
 	}
+	return conn, tx, nil
 }
 
 func (s *MySQL) acquire(ctx context.Context) (conn *sql.Conn, pooled bool, err error) {
