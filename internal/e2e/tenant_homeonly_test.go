@@ -420,3 +420,52 @@ func TestTenantHomeOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestLateInsertHomePolicy: TestLateInsertConverges's late insert at A,
+// behind A's sink applying a delete replicated from B, for a key of each
+// of three tenants: T at home at A, W at home at B, U active-active. Each
+// insert's version is below the delete's. Under T's rule A's insert (a
+// home version) beats B's tombstone: B applies it and A keeps it. Under
+// W's rule B's (home) tombstone wins, under U's the greater version, the
+// tombstone again: B refuses the insert as lost (not a violation: it
+// would not have won on its HLC either, so nothing is re-asserted), and
+// A's reconciler must remove it, or the sites differ for good.
+func TestLateInsertHomePolicy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newHomeOnlyEnv(t)
+	const homeW = "tenW"
+	if _, err := e.reg.Put(context.Background(), tenant.Tenant{ID: homeW, Mode: tenant.ModeHomeOnly, HomeSite: e.sites[1].id}); err != nil {
+		t.Fatal(err)
+	}
+	e.startAll()
+	for i := range e.sites {
+		testenv.WaitFor(t, 10*time.Second, "W home-only at "+e.sites[i].name, func() bool {
+			return e.tenantMode(i, homeW) == string(tenant.ModeHomeOnly)
+		})
+	}
+	keys := map[string]int64{homeT: 1, homeW: 2, lwwU: 3}
+	for _, id := range []string{homeT, homeW, lwwU} {
+		// Written at B, so that A's sink applies B's delete under every
+		// rule (a row of T's home would beat it at A).
+		e.exec(1, "INSERT INTO $T VALUES (?, ?, 0, 'b')", keys[id], id)
+		e.waitValue(0, keys[id], "b")
+	}
+	orders := "`" + e.db + "`.orders"
+	for _, id := range []string{homeT, homeW, lwwU} {
+		k := keys[id]
+		testenv.InsertBehindSinkDelete(t, e.dbs[0], fmt.Sprintf("SELECT id FROM %s WHERE id = %d FOR UPDATE", orders, k),
+			func() { e.exec(1, "DELETE FROM $T WHERE id = ?", k) },
+			fmt.Sprintf("INSERT INTO %s VALUES (%d, '%s', 1, 'late')", orders, k, id), 5*time.Second)
+	}
+	e.waitSame(homeT, map[int64]string{keys[homeT]: "late"}, 30*time.Second)
+	e.waitSame(homeW, map[int64]string{}, 30*time.Second)
+	e.waitSame(lwwU, map[int64]string{}, 30*time.Second)
+	if got := e.metric(0, "tandem_late_inserts_removed_total", ""); got != 2 {
+		t.Errorf("tandem_late_inserts_removed_total at A = %v, want 2 (W's and U's inserts)", got)
+	}
+	if got := e.metric(1, "tandem_late_inserts_removed_total", ""); got != 0 {
+		t.Errorf("tandem_late_inserts_removed_total at B = %v, want 0 (T's row beats B's tombstone there)", got)
+	}
+}

@@ -249,9 +249,9 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 	if r.reconciler == nil {
 		return nil
 	}
-	same := r.sameSite()
+	homes := r.homeRows()
 	for _, t := range r.tables {
-		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, same(t))
+		n, err := r.reconciler.Reconcile(ctx, t.Schema, t.Table, from, to, homes(t))
 		if err != nil {
 			return fmt.Errorf("reconcile %s: %w", t, err)
 		}
@@ -264,33 +264,35 @@ func (r *Replicator) reconcile(ctx context.Context, from, to hlc.Timestamp, late
 	return nil
 }
 
-// sameSite returns, for the tables of one pass, the rows the reconciler
-// may compare only with tombstones of their own site: those of tenants
-// whose policy ranks a home site's versions first, per the registry
-// snapshot of this pass (a rule changed meanwhile takes effect at the next
-// pass, as for the sinks).
-func (r *Replicator) sameSite() func(schema.TableRef) sink.SameSite {
+// homeRows returns, for the tables of one pass, the rows the reconciler
+// must rank under a home policy: those of tenants whose policy ranks a
+// home site's versions first, per the registry snapshot of this pass (a
+// rule changed meanwhile takes effect at the next pass, as for the sinks).
+func (r *Replicator) homeRows() func(schema.TableRef) sink.HomeRows {
 	if r.tenants == nil {
-		return func(schema.TableRef) sink.SameSite { return sink.SameSite{} }
+		return func(schema.TableRef) sink.HomeRows { return sink.HomeRows{} }
 	}
-	return sameSiteOf(r.tenants.registry.Snapshot(), r.tenants.resolver)
+	return homeRowsOf(r.tenants.registry.Snapshot(), r.tenants.resolver)
 }
 
-// sameSiteOf lists snap's home-policy tenants once and names, per table,
-// the rows they own.
-func sameSiteOf(snap *tenant.Snapshot, res *tenant.Resolver) func(schema.TableRef) sink.SameSite {
-	home := func(id string) bool { return snap.Get(id).Policy().HomeSite != 0 }
-	var homes []string
+// homeRowsOf lists snap's home-policy tenants once, by home site, and
+// names, per table, the rows they own.
+func homeRowsOf(snap *tenant.Snapshot, res *tenant.Resolver) func(schema.TableRef) sink.HomeRows {
+	home := func(id string) uint8 { return snap.Get(id).Policy().HomeSite }
+	var homes map[uint8][]string
 	for _, e := range snap.List() {
-		if home(e.ID) {
-			homes = append(homes, e.ID)
+		if h := home(e.ID); h != 0 {
+			if homes == nil {
+				homes = map[uint8][]string{}
+			}
+			homes[h] = append(homes[h], e.ID)
 		}
 	}
-	return func(t schema.TableRef) sink.SameSite {
+	return func(t schema.TableRef) sink.HomeRows {
 		if id, ok := res.TableTenant(t.Schema, t.Table); ok {
-			return sink.SameSite{All: home(id)}
+			return sink.HomeRows{Site: home(id)}
 		}
-		return sink.SameSite{Column: res.Column(t.Schema, t.Table), Tenants: homes}
+		return sink.HomeRows{Column: res.Column(t.Schema, t.Table), Tenants: homes}
 	}
 }
 

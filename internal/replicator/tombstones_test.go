@@ -11,10 +11,10 @@ import (
 	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
-// TestSameSiteOf: the reconciler compares a row with another site's
-// tombstone unless its tenant's policy ranks a home site first (home-only
-// mode or the home-wins policy).
-func TestSameSiteOf(t *testing.T) {
+// TestHomeRowsOf: the reconciler ranks a row and its tombstone under the
+// home policy of the row's tenant (home-only mode or the home-wins policy),
+// by home site; other tenants' rows by the rule alone.
+func TestHomeRowsOf(t *testing.T) {
 	res, err := tenant.NewResolver([]tenant.Rule{
 		{Schema: "shop", Table: "*", Column: "tenant_id"},
 		{SchemaPattern: `tenant_(\w+)`, Table: "*"},
@@ -25,27 +25,31 @@ func TestSameSiteOf(t *testing.T) {
 	snap := tenant.NewSnapshot(7, time.Time{}, []tenant.Tenant{
 		{ID: "h", Mode: tenant.ModeHomeOnly, HomeSite: 1},
 		{ID: "w", ConflictPolicy: tenant.PolicyHomeWins, HomeSite: 2},
+		{ID: "x", Mode: tenant.ModeHomeOnly, HomeSite: 1},
 		{ID: "a", Mode: tenant.ModeActiveActive},
 		{ID: "p", Mode: tenant.ModePaused},
 	})
 	for _, c := range []struct {
 		table schema.TableRef
-		want  sink.SameSite
+		want  sink.HomeRows
 	}{
-		{schema.TableRef{Schema: "shop", Table: "orders"}, sink.SameSite{Column: "tenant_id", Tenants: []string{"h", "w"}}},
-		{schema.TableRef{Schema: "tenant_h", Table: "orders"}, sink.SameSite{All: true}},
-		{schema.TableRef{Schema: "tenant_a", Table: "orders"}, sink.SameSite{}},
-		{schema.TableRef{Schema: "tenant_new", Table: "orders"}, sink.SameSite{}}, // no entry: active-active
-		{schema.TableRef{Schema: "other", Table: "t"}, sink.SameSite{}},           // global tenant
+		{schema.TableRef{Schema: "shop", Table: "orders"}, sink.HomeRows{Column: "tenant_id", Tenants: map[uint8][]string{1: {"h", "x"}, 2: {"w"}}}},
+		{schema.TableRef{Schema: "tenant_h", Table: "orders"}, sink.HomeRows{Site: 1}},
+		{schema.TableRef{Schema: "tenant_w", Table: "orders"}, sink.HomeRows{Site: 2}},
+		{schema.TableRef{Schema: "tenant_a", Table: "orders"}, sink.HomeRows{}},
+		{schema.TableRef{Schema: "tenant_new", Table: "orders"}, sink.HomeRows{}}, // no entry: active-active
+		{schema.TableRef{Schema: "other", Table: "t"}, sink.HomeRows{}},           // global tenant
 	} {
-		got := sameSiteOf(snap, res)(c.table)
-		slices.Sort(got.Tenants)
+		got := homeRowsOf(snap, res)(c.table)
+		for _, ids := range got.Tenants {
+			slices.Sort(ids)
+		}
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: %+v; want %+v", c.table, got, c.want)
 		}
 	}
 	// Without a snapshot yet every tenant has the default rule.
-	if got := sameSiteOf(nil, res)(schema.TableRef{Schema: "shop", Table: "orders"}); len(got.Tenants) != 0 || got.All {
+	if got := homeRowsOf(nil, res)(schema.TableRef{Schema: "shop", Table: "orders"}); len(got.Tenants) != 0 || got.Site != 0 {
 		t.Errorf("no snapshot: %+v; want no rows named", got)
 	}
 }

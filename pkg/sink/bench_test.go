@@ -149,7 +149,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for range b.N {
-		if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, hlc.Timestamp(^uint64(0)), SameSite{}); err != nil || n != 0 {
+		if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, hlc.Timestamp(^uint64(0)), HomeRows{}); err != nil || n != 0 {
 			b.Fatalf("Reconcile: removed %d, %v", n, err)
 		}
 	}

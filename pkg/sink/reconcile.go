@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -39,12 +40,18 @@ const kindLateInsert = "late_insert"
 // again under the row lock, so a row rewritten meanwhile with a newer
 // version stays.
 //
-// Rows that same names are compared only with tombstones stamped by their
-// own site. Versions of one site compare the same under every conflict
-// policy; across sites a home policy (home-only mode, home-wins) can rank
-// a home row above a numerically greater tombstone. The replicator names
-// the rows of tenants with such a policy (SameSite).
-func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, to hlc.Timestamp, same SameSite) (removed int64, err error) {
+// Under a home policy (home-only mode, home-wins) the rule ranks a version
+// of the tenant's home site above every other site's, whatever their HLCs,
+// so "at or below the tombstone" is not enough: a home row beats a
+// numerically greater tombstone of another site, and every other site keeps
+// it (their sinks apply the home insert over the tombstone). homes names
+// the rows of such tenants and their home sites; such a row is removed
+// only when the rule ranks the tombstone first, i.e. unless the row is the
+// home site's and the tombstone is not. A row above its tombstone is never
+// removed here, even where a home tombstone beats it: that is a non-home
+// write after the home version, which the home site re-asserts
+// (internal/replicator/reassert.go).
+func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, to hlc.Timestamp, homes HomeRows) (removed int64, err error) {
 	m, _, err := s.meta.get(ctx, schemaName, table)
 	if err != nil {
 		return 0, err
@@ -62,7 +69,7 @@ func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, t
 	}
 	v := m.qVersion
 	from64, to64 := strconv.FormatUint(uint64(from), 10), strconv.FormatUint(uint64(to), 10)
-	lost := " AND " + t + v + " <= tb." + v + same.condition(m, t+v+" & 255 = tb."+v+" & 255")
+	lost := " AND " + t + v + " <= tb." + v + homes.condition(m, t+v+" & 255", "tb."+v+" & 255")
 	tables := " FROM " + m.qTomb + " AS tb JOIN " + m.qTable + " ON " + strings.Join(on, " AND ")
 	window := tables + " WHERE tb." + v + " >= " + from64 + " AND tb." + v + " < " + to64 + lost
 
@@ -141,46 +148,74 @@ func (s *MySQL) Reconcile(ctx context.Context, schemaName, table string, from, t
 	return removed, nil
 }
 
-// SameSite names the rows Reconcile compares only with tombstones of their
-// own site: those of tenants under a home policy. The zero value names
-// none (every tenant, or no registry, ranks versions by the rule alone).
-type SameSite struct {
-	// All names every row (a table whose tenant has a home policy).
-	All bool
-	// Column and Tenants name the rows whose Column holds one of Tenants
-	// (a table mapped to tenants by a column).
+// HomeRows names the rows whose tenants rank versions under a home policy,
+// and the home site of each, for Reconcile. The zero value names none
+// (every tenant, or no registry: versions rank by the rule alone).
+type HomeRows struct {
+	// Site, when non-zero, names every row: the table's tenant (a table
+	// mapped to a tenant by its schema name) has this home site.
+	Site uint8
+	// Column and Tenants name, for a table mapped to tenants by a column,
+	// the rows whose Column holds one of Tenants[h], whose home site is h.
 	Column  string
-	Tenants []string
+	Tenants map[uint8][]string
 }
 
-// condition is the SQL condition (" AND …", or "" for none) a row of m,
-// named by its qualified columns, must meet to be compared with a
-// tombstone: sameSite, or not one of the named rows.
+// condition is the SQL condition (" AND …", or "" for none) under which a
+// row of m, named by its qualified columns, may lose to its tombstone as
+// a late insert: not a home row against another site's tombstone. rowSite
+// and tombSite are SQL expressions for the sites that stamped the row's
+// and the tombstone's versions.
 //
 // Rows are named by the tenant column's bytes, exactly as the replicator
 // names a row's tenant (tenant.ValueString: the bytes of a string, the
 // decimal digits of an integer), whatever the column's collation or
-// character set. For a column of any other type the bytes may differ from
-// that text, so every row is compared within its site: a late insert may
-// stay (docs/known-issues.md), but no row is compared under a rule that is
-// not its own.
-func (same SameSite) condition(m *tableMeta, sameSite string) string {
-	if same.All {
-		return " AND " + sameSite
+// character set. For a column of any other type (or one the table lacks)
+// a row's tenant is not known here, so no row stamped by any of the home
+// sites is compared with another site's tombstone: such a late insert may
+// stay (docs/known-issues.md), but no row that its rule keeps is removed.
+// Every other row loses to its tombstone under every policy: a row of a
+// non-home site against a home tombstone, or two versions of one class,
+// ranked by the HLC order.
+func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
+	homeRow := func(site uint8) string {
+		s := strconv.Itoa(int(site))
+		return rowSite + " = " + s + " AND " + tombSite + " <> " + s
 	}
-	if same.Column == "" || len(same.Tenants) == 0 {
+	if h.Site != 0 {
+		return " AND NOT (" + homeRow(h.Site) + ")"
+	}
+	if h.Column == "" || len(h.Tenants) == 0 {
 		return ""
 	}
-	c := m.cols[same.Column]
+	sites := make([]int, 0, len(h.Tenants))
+	for site, ids := range h.Tenants {
+		if len(ids) > 0 {
+			sites = append(sites, int(site))
+		}
+	}
+	if len(sites) == 0 {
+		return ""
+	}
+	slices.Sort(sites) // a stable statement text for the same snapshot
+	c := m.cols[h.Column]
 	if c == nil || !tenantBytesComparable(c.dataType) {
-		return " AND " + sameSite
+		list := make([]string, len(sites))
+		for i, s := range sites {
+			list[i] = strconv.Itoa(s)
+		}
+		return " AND NOT (" + rowSite + " IN (" + strings.Join(list, ", ") + ") AND " + rowSite + " <> " + tombSite + ")"
 	}
-	ids := make([]string, len(same.Tenants))
-	for i, id := range same.Tenants {
-		ids[i] = "CAST(" + sqlString(id) + " AS BINARY)"
+	col := "CAST(" + m.qTable + "." + quoteIdent(h.Column) + " AS BINARY)"
+	kept := make([]string, len(sites))
+	for i, site := range sites {
+		ids := make([]string, len(h.Tenants[uint8(site)]))
+		for j, id := range h.Tenants[uint8(site)] {
+			ids[j] = "CAST(" + sqlString(id) + " AS BINARY)"
+		}
+		kept[i] = "(COALESCE(" + col + " IN (" + strings.Join(ids, ", ") + "), FALSE) AND " + homeRow(uint8(site)) + ")"
 	}
-	named := "COALESCE(CAST(" + m.qTable + "." + quoteIdent(same.Column) + " AS BINARY) IN (" + strings.Join(ids, ", ") + "), FALSE)"
-	return " AND (NOT " + named + " OR " + sameSite + ")"
+	return " AND NOT (" + strings.Join(kept, " OR ") + ")"
 }
 
 // tenantBytesComparable reports whether a column of dataType renders, cast

@@ -59,12 +59,12 @@ func TestReconcileRemovesInsertBehindDelete(t *testing.T) {
 	}
 
 	// A range that ends below key 1's tombstone finds nothing.
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, tomb, SameSite{}); err != nil || n != 0 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, tomb, HomeRows{}); err != nil || n != 0 {
 		t.Fatalf("Reconcile below the tombstone = %d, %v; want 0, nil", n, err)
 	}
 
 	file, pos := binlogPosition(t, f)
-	n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{})
+	n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, HomeRows{})
 	if err != nil || n != 1 {
 		t.Fatalf("Reconcile = %d, %v; want 1, nil", n, err)
 	}
@@ -100,37 +100,48 @@ func TestReconcileRemovesInsertBehindDelete(t *testing.T) {
 		t.Errorf("binlog transactions of the repair (table maps): %v; want one, starting with %s.%s", txns, f.meta, schema.Conflicts)
 	}
 
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{}); err != nil || n != 0 {
+	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, HomeRows{}); err != nil || n != 0 {
 		t.Errorf("second Reconcile = %d, %v; want 0, nil", n, err)
 	}
 }
 
-// TestReconcileSameSite: a row below a tombstone of another site is left
-// alone when only one site's versions may be compared (a home-only policy
-// can rank the row above the tombstone), and removed otherwise.
-func TestReconcileSameSite(t *testing.T) {
+// TestReconcileHomePolicy: a row of site 1 below a tombstone of site 2 is
+// removed unless the row's tenant has home site 1 (a home row beats a
+// numerically greater tombstone of another site: every other site keeps
+// the row); with home site 2 the home tombstone wins, and with home site 3
+// neither is home and the greater version wins, as without a policy.
+func TestReconcileHomePolicy(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Config{}, kvTable)
 	ctx := context.Background()
 	row, tomb := hlc.New(1000, 0, 1), hlc.New(2000, 0, 2)
-	f.execAsSink(t,
-		"INSERT INTO kv (id, val, _tandem_hlc) VALUES (1, 'a', "+strconv.FormatUint(uint64(row), 10)+")",
-		"INSERT INTO "+schema.TombTable("kv")+" (id, _tandem_hlc) VALUES (1, "+strconv.FormatUint(uint64(tomb), 10)+")")
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{All: true}); err != nil || n != 0 {
-		t.Fatalf("Reconcile(sameSite) = %d, %v; want 0, nil (row of site 1, tombstone of site 2)", n, err)
-	}
-	if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, SameSite{}); err != nil || n != 1 {
-		t.Fatalf("Reconcile = %d, %v; want 1, nil", n, err)
+	for _, c := range []struct {
+		homes HomeRows
+		want  int64 // rows removed
+	}{
+		{HomeRows{Site: 1}, 0},
+		{HomeRows{Site: 2}, 1},
+		{HomeRows{Site: 3}, 1},
+		{HomeRows{}, 1},
+	} {
+		f.execAsSink(t, "DELETE FROM kv", "DELETE FROM "+schema.TombTable("kv"),
+			"INSERT INTO kv (id, val, _tandem_hlc) VALUES (1, 'a', "+strconv.FormatUint(uint64(row), 10)+")",
+			"INSERT INTO "+schema.TombTable("kv")+" (id, _tandem_hlc) VALUES (1, "+strconv.FormatUint(uint64(tomb), 10)+")")
+		if n, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, c.homes); err != nil || n != c.want {
+			t.Errorf("Reconcile(%+v) = %d, %v; want %d, nil (row of site 1, greater tombstone of site 2)", c.homes, n, err, c.want)
+		}
 	}
 }
 
-// TestReconcileSameSiteTenants: with tenants mapped by a column, only the
-// rows of the named (home-policy) tenants are compared within their site;
-// the others, and rows whose tenant column is NULL (the global tenant),
-// lose to a greater tombstone of another site. The names match the
-// column's bytes exactly, as the replicator resolves tenants, also for an
-// integer column; a column of another type keeps every row within its site.
-func TestReconcileSameSiteTenants(t *testing.T) {
+// TestReconcileHomeTenants: with tenants mapped by a column, the rows of
+// tenants whose home is the row's site (1) stay beside a greater tombstone
+// of site 2; the rows of tenants at home at site 2, of other tenants, and
+// rows whose tenant column is NULL (the global tenant) lose to it. The
+// names match the column's bytes exactly, as the replicator resolves
+// tenants, also for an integer column. Where the column cannot name rows
+// (a column of another type, or missing), no row of a home site stays
+// compared with another site's tombstone.
+func TestReconcileHomeTenants(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Config{}, kvTable)
 	ctx := context.Background()
@@ -161,18 +172,22 @@ func TestReconcileSameSiteTenants(t *testing.T) {
 		return ids
 	}
 	for _, c := range []struct {
-		name string
-		same SameSite
-		want []int64 // rows kept
+		name  string
+		homes HomeRows
+		want  []int64 // rows kept
 	}{
-		{"string column", SameSite{Column: "val", Tenants: []string{"home", "absent"}}, []int64{1}},
-		{"no home tenants", SameSite{Column: "val"}, nil},
-		{"integer column", SameSite{Column: "id", Tenants: []string{"2", "04"}}, []int64{2}},
-		{"unknown column", SameSite{Column: "nope", Tenants: []string{"home"}}, []int64{1, 2, 3, 4, 5}},
-		{"whole table", SameSite{All: true}, []int64{1, 2, 3, 4, 5}},
+		{"string column", HomeRows{Column: "val", Tenants: map[uint8][]string{1: {"home", "absent"}}}, []int64{1}},
+		{"tenants at home elsewhere", HomeRows{Column: "val", Tenants: map[uint8][]string{2: {"home", "other"}, 3: {"HOME"}}}, nil},
+		{"both", HomeRows{Column: "val", Tenants: map[uint8][]string{1: {"home"}, 2: {"other"}}}, []int64{1}},
+		{"no home tenants", HomeRows{Column: "val"}, nil},
+		{"integer column", HomeRows{Column: "id", Tenants: map[uint8][]string{1: {"2", "04"}}}, []int64{2}},
+		{"unknown column", HomeRows{Column: "nope", Tenants: map[uint8][]string{1: {"home"}}}, []int64{1, 2, 3, 4, 5}},
+		{"unknown column, homes elsewhere", HomeRows{Column: "nope", Tenants: map[uint8][]string{2: {"home"}}}, nil},
+		{"whole table", HomeRows{Site: 1}, []int64{1, 2, 3, 4, 5}},
+		{"whole table, home elsewhere", HomeRows{Site: 2}, nil},
 	} {
 		load()
-		if _, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, c.same); err != nil {
+		if _, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, c.homes); err != nil {
 			t.Fatalf("%s: Reconcile: %v", c.name, err)
 		}
 		if got := left(); !slices.Equal(got, c.want) {
