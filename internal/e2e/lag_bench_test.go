@@ -200,7 +200,13 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 			i := strings.Index(string(log), "apply failed; retrying")
 			b.Logf("%s: %d apply retries, first: %s", s.name, retries, tail(string(log)[i:min(len(log), i+600)], 600))
 		}
-		_ = i
+		// Deletes the reader versioned without a tombstone: none are
+		// expected with the triggers in place (docs/known-issues.md).
+		untombed := after[i].Sum("tandem_deletes_without_tombstone_total")
+		b.ReportMetric(untombed, s.name+"-deletes-without-tombstone")
+		if untombed > 0 {
+			b.Logf("%s: %.0f deletes without a tombstone (docs/known-issues.md); the reader's warning names the first one's GTID", s.name, untombed)
+		}
 	}
 	c.waitConverged(0, 1, 3*time.Minute)
 }

@@ -73,6 +73,7 @@ func (o *observer) sync() {
 		o.m.AddRead(st.TxnsRead-o.lastRead.TxnsRead, st.RowsRead-o.lastRead.RowsRead)
 		o.m.AddDroppedLoop(st.TxnsDroppedLoop - o.lastRead.TxnsDroppedLoop)
 		o.m.AddReconnects(st.Reconnects - o.lastRead.Reconnects)
+		o.m.AddDeletesWithoutTombstone(st.DeletesWithoutTombstone - o.lastRead.DeletesWithoutTombstone)
 		o.lastRead = st
 	}
 	if o.source != nil {

@@ -26,3 +26,11 @@ func (m *Metrics) AddReconnects(n uint64) {
 		m.readerReconnects.Add(float64(n))
 	}
 }
+
+// AddDeletesWithoutTombstone counts n local deletes the reader versioned
+// without a tombstone (see binlog.Stats.DeletesWithoutTombstone).
+func (m *Metrics) AddDeletesWithoutTombstone(n uint64) {
+	if m != nil {
+		m.untombedDeletes.Add(float64(n))
+	}
+}

@@ -80,6 +80,7 @@ type Metrics struct {
 	txnsRead         prometheus.Counter
 	txnsDroppedLoop  prometheus.Counter
 	readerReconnects prometheus.Counter
+	untombedDeletes  prometheus.Counter
 	rowsPublished    *prometheus.CounterVec
 	publishErrors    prometheus.Counter
 	rowsApplied      *prometheus.CounterVec
@@ -117,15 +118,18 @@ func New(reg *prometheus.Registry, site string, opts ...Option) *Metrics {
 		txnsRead:         counter("tandem_txns_read_total", "Local source transactions read from the binlog."),
 		txnsDroppedLoop:  counter("tandem_txns_dropped_loop_total", "Transactions the reader dropped because a sink wrote them (loop prevention)."),
 		readerReconnects: counter("tandem_reader_reconnects_total", "Times the binlog reader reconnected to the local database."),
-		rowsPublished:    counterVec("tandem_rows_published_total", "Row changes acknowledged by Kafka, by topic.", "topic"),
-		publishErrors:    counter("tandem_publish_errors_total", "Failed Kafka produce attempts."),
-		rowsApplied:      counterVec("tandem_rows_applied_total", "Row changes applied to the local database, by origin site and tenant.", "origin", "tenant"),
-		txnsApplied:      counterVec("tandem_txns_applied_total", "Source transactions (or fragments) applied, by origin site.", "origin"),
-		conflicts:        counterVec("tandem_conflicts_total", "Conflicts by origin site, table and kind (e.g. an incoming version that lost the compare).", "origin", "table", "kind"),
-		duplicates:       counterVec("tandem_duplicates_total", "Messages skipped because they were already applied (redelivery after a restart).", "origin"),
-		parked:           counterVec("tandem_parked_total", "Messages parked instead of applied, by origin site and reason.", "origin", "reason"),
-		applyErrors:      counterVec("tandem_apply_errors_total", "Failed apply attempts, by origin site and kind of error.", "origin", "kind"),
-		clockSkew:        counterVec("tandem_clock_skew_total", "Remote versions refused by the clock for being too far ahead (clock.max_offset).", "origin"),
+		untombedDeletes: counter("tandem_deletes_without_tombstone_total",
+			"Local row deletes the reader found without a tombstone in their transaction and versioned one tick after the deleted row "+
+				"(a missing BEFORE DELETE trigger: run `replicator schema prepare`; docs/known-issues.md)."),
+		rowsPublished: counterVec("tandem_rows_published_total", "Row changes acknowledged by Kafka, by topic.", "topic"),
+		publishErrors: counter("tandem_publish_errors_total", "Failed Kafka produce attempts."),
+		rowsApplied:   counterVec("tandem_rows_applied_total", "Row changes applied to the local database, by origin site and tenant.", "origin", "tenant"),
+		txnsApplied:   counterVec("tandem_txns_applied_total", "Source transactions (or fragments) applied, by origin site.", "origin"),
+		conflicts:     counterVec("tandem_conflicts_total", "Conflicts by origin site, table and kind (e.g. an incoming version that lost the compare).", "origin", "table", "kind"),
+		duplicates:    counterVec("tandem_duplicates_total", "Messages skipped because they were already applied (redelivery after a restart).", "origin"),
+		parked:        counterVec("tandem_parked_total", "Messages parked instead of applied, by origin site and reason.", "origin", "reason"),
+		applyErrors:   counterVec("tandem_apply_errors_total", "Failed apply attempts, by origin site and kind of error.", "origin", "kind"),
+		clockSkew:     counterVec("tandem_clock_skew_total", "Remote versions refused by the clock for being too far ahead (clock.max_offset).", "origin"),
 		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tandem_replication_lag_seconds",
 			Help:    "Time from the origin's commit (heartbeat or transaction stamp) to its apply here, by origin site.",
@@ -147,7 +151,7 @@ func New(reg *prometheus.Registry, site string, opts ...Option) *Metrics {
 	if reg != nil {
 		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"site": clean(site)}, reg)
 		wrapped.MustRegister(
-			m.rowsRead, m.txnsRead, m.txnsDroppedLoop, m.readerReconnects,
+			m.rowsRead, m.txnsRead, m.txnsDroppedLoop, m.readerReconnects, m.untombedDeletes,
 			m.rowsPublished, m.publishErrors,
 			m.rowsApplied, m.txnsApplied, m.conflicts, m.duplicates, m.parked, m.applyErrors,
 			m.clockSkew, m.lag, m.lagLast, m.checkpointSeq, m.checkpointTime,

@@ -23,6 +23,7 @@ func TestCountersAndGauges(t *testing.T) {
 	m.TxnRead(2)
 	m.TxnDroppedLoop()
 	m.ReaderReconnect()
+	m.AddDeletesWithoutTombstone(2)
 	m.Published("tandem.site-a", 5)
 	m.PublishError()
 	m.TxnApplied("site-b", "acme", 4)
@@ -49,6 +50,9 @@ tandem_txns_dropped_loop_total{site="site-a"} 1
 # HELP tandem_reader_reconnects_total Times the binlog reader reconnected to the local database.
 # TYPE tandem_reader_reconnects_total counter
 tandem_reader_reconnects_total{site="site-a"} 1
+# HELP tandem_deletes_without_tombstone_total Local row deletes the reader found without a tombstone in their transaction and versioned one tick after the deleted row (a missing BEFORE DELETE trigger: run ` + "`replicator schema prepare`" + `; docs/known-issues.md).
+# TYPE tandem_deletes_without_tombstone_total counter
+tandem_deletes_without_tombstone_total{site="site-a"} 2
 # HELP tandem_rows_published_total Row changes acknowledged by Kafka, by topic.
 # TYPE tandem_rows_published_total counter
 tandem_rows_published_total{site="site-a",topic="tandem.site-a"} 5
@@ -90,7 +94,7 @@ tandem_checkpoint_timestamp_seconds{site="site-a"} 1.7000000005e+09
 `
 	names := []string{
 		"tandem_rows_read_total", "tandem_txns_read_total", "tandem_txns_dropped_loop_total",
-		"tandem_reader_reconnects_total", "tandem_rows_published_total", "tandem_publish_errors_total",
+		"tandem_reader_reconnects_total", "tandem_deletes_without_tombstone_total", "tandem_rows_published_total", "tandem_publish_errors_total",
 		"tandem_rows_applied_total", "tandem_txns_applied_total", "tandem_conflicts_total",
 		"tandem_duplicates_total", "tandem_parked_total", "tandem_apply_errors_total",
 		"tandem_clock_skew_total", "tandem_replication_lag_last_seconds",
