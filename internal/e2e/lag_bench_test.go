@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,11 +50,7 @@ func BenchmarkLiveLag(b *testing.B) {
 func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	c := newCluster(b, testenv.SharedBroker(b), testenv.SharedMariaDB(b, 1), testenv.SharedMariaDB(b, 2))
 	c.createTables()
-	if redo := os.Getenv("BENCH_REDO_BYTES"); redo != "" {
-		for _, st := range c.sites {
-			st.srv.Exec(b, "SET GLOBAL innodb_log_file_size = "+redo)
-		}
-	}
+	sizeServers(b, c)
 	// Heartbeats every 20 ms rather than 100 ms: p999 needs more than a
 	// thousand samples per direction.
 	b.Cleanup(func() { keepEvidence(b, c) })
@@ -209,6 +206,24 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 		}
 	}
 	c.waitConverged(0, 1, 3*time.Minute)
+}
+
+// sizeServers applies BENCH_REDO_BYTES (innodb_log_file_size) and
+// BENCH_BUFFER_POOL_BYTES (innodb_buffer_pool_size) to every site's
+// server, to compare the test servers' small defaults (16 MiB redo log,
+// 256 MiB buffer pool) with production-sized ones. The servers are the
+// test run's own, so the settings end with it.
+func sizeServers(b *testing.B, c *cluster) {
+	for env, v := range map[string]string{"BENCH_REDO_BYTES": "innodb_log_file_size", "BENCH_BUFFER_POOL_BYTES": "innodb_buffer_pool_size"} {
+		if n := os.Getenv(env); n != "" {
+			if _, err := strconv.ParseUint(n, 10, 64); err != nil {
+				b.Fatalf("%s=%q: want a number of bytes", env, n)
+			}
+			for _, st := range c.sites {
+				st.srv.Exec(b, "SET GLOBAL "+v+" = "+n)
+			}
+		}
+	}
 }
 
 // keepEvidence copies, when the benchmark failed (a divergence), the
