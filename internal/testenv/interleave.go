@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"testing"
 	"time"
 )
@@ -26,16 +27,8 @@ func InsertBehindDelete(t testing.TB, db *sql.DB, del, ins string, lag time.Dura
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	deleter, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer deleter.Close()
-	tx, err := deleter.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
+	tx, done := openTx(ctx, t, db)
+	defer done()
 	if _, err := tx.ExecContext(ctx, del); err != nil {
 		t.Fatalf("%s: %v", del, err)
 	}
@@ -61,16 +54,8 @@ func InsertBehindSinkDelete(t testing.TB, db *sql.DB, lock string, remoteDelete 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	holder, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	tx, err := holder.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
+	tx, done := openTx(ctx, t, db)
+	defer done()
 	rows, err := tx.QueryContext(ctx, lock)
 	if err != nil {
 		t.Fatalf("%s: %v", lock, err)
@@ -81,18 +66,50 @@ func InsertBehindSinkDelete(t testing.TB, db *sql.DB, lock string, remoteDelete 
 		t.Fatal(err)
 	}
 	remoteDelete()
-	waitFor(ctx, t, "the sink's delete to wait for the test's row lock", func() bool {
-		// By the holder's connection, not its transaction id: the
-		// tables are a cache refreshed at most every 0.1 s, which may
-		// still show an earlier transaction of the same connection.
-		var n int
-		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS AS w "+
-			"JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.blocking_trx_id WHERE b.trx_mysql_thread_id = ?", holderID).Scan(&n); err != nil {
-			t.Fatalf("read information_schema.INNODB_LOCK_WAITS: %v", err)
-		}
-		return n > 0
-	}, nil)
+	// By the holder's connection (its own, see ownConn), not its
+	// transaction id: the tables are a cache, which right after the
+	// locking read may still show the connection without that id.
+	waitForRows(ctx, t, db, "the sink's delete to wait for the test's row lock", nil,
+		"SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS AS w "+
+			"JOIN information_schema.INNODB_TRX AS b ON b.trx_id = w.blocking_trx_id WHERE b.trx_mysql_thread_id = ?", holderID)
 	insertBehind(ctx, t, db, ins, lag, "the sink's delete", tx.Commit)
+}
+
+// openTx begins a transaction on a connection of its own; done rolls it
+// back (unless committed) and closes the connection for good.
+func openTx(ctx context.Context, t testing.TB, db *sql.DB) (tx *sql.Tx, done func()) {
+	t.Helper()
+	conn := ownConn(ctx, t, db)
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		discardConn(conn)
+		t.Fatal(err)
+	}
+	return tx, func() {
+		tx.Rollback()
+		discardConn(conn)
+	}
+}
+
+// ownConn takes a connection for a statement whose lock waits the caller
+// watches by connection id in information_schema.INNODB_TRX and
+// INNODB_LOCK_WAITS. Those tables are a cache that may still show an
+// earlier call's waits, so such a connection must not serve a later call:
+// discardConn closes it instead of returning it to the pool, and a
+// connection id is never reused by the server.
+func ownConn(ctx context.Context, t testing.TB, db *sql.DB) *sql.Conn {
+	t.Helper()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// discardConn closes conn's server connection rather than pooling it.
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
 }
 
 // insertBehind runs ins on a connection of its own with its statement
@@ -101,11 +118,8 @@ func InsertBehindSinkDelete(t testing.TB, db *sql.DB, lock string, remoteDelete 
 // for ins to succeed.
 func insertBehind(ctx context.Context, t testing.TB, db *sql.DB, ins string, lag time.Duration, blocker string, release func() error) {
 	t.Helper()
-	inserter, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inserter.Close()
+	inserter := ownConn(ctx, t, db)
+	defer discardConn(inserter)
 	var id int64
 	if err := inserter.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
 		t.Fatal(err)
@@ -118,14 +132,8 @@ func insertBehind(ctx context.Context, t testing.TB, db *sql.DB, ins string, lag
 		_, err := inserter.ExecContext(ctx, ins)
 		done <- err
 	}()
-	waitFor(ctx, t, ins+" to wait for the row lock of "+blocker, func() bool {
-		var n int
-		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.INNODB_TRX "+
-			"WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'", id).Scan(&n); err != nil {
-			t.Fatalf("read information_schema.INNODB_TRX: %v", err)
-		}
-		return n > 0
-	}, done)
+	waitForRows(ctx, t, db, ins+" to wait for the row lock of "+blocker, done,
+		"SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'", id)
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +145,20 @@ func insertBehind(ctx context.Context, t testing.TB, db *sql.DB, ins string, lag
 	}
 }
 
-// waitFor polls cond until it holds; it fails the test when ctx ends, or
-// when finished (if not nil) delivers first: the statement it watches
-// ended without waiting.
-func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool, finished <-chan error) {
+// waitForRows polls count (a SELECT COUNT(*) of the information_schema
+// tables, with args) until it is above zero; it fails the test when ctx
+// ends, or when finished (if not nil) delivers first: the statement it
+// watches ended without waiting.
+func waitForRows(ctx context.Context, t testing.TB, db *sql.DB, what string, finished <-chan error, count string, args ...any) {
 	t.Helper()
-	for !cond() {
+	for {
+		var n int
+		if err := db.QueryRowContext(ctx, count, args...).Scan(&n); err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if n > 0 {
+			return
+		}
 		select {
 		case err := <-finished:
 			t.Fatalf("waiting for %s: the statement finished first (err %v): it was not blocked", what, err)
