@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemdb/tandem/internal/promtext"
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/pkg/schema"
 )
@@ -75,7 +74,7 @@ func catchUp(b *testing.B, rows int) {
 			return false
 		}
 		scraped = time.Now()
-		if promtext.Parse(c.admin(1, "GET", "/metrics")).Sum("tandem_rows_applied_total") < float64(rows) {
+		if c.metric(1, "tandem_rows_applied_total", "") < float64(rows) {
 			return false
 		}
 		var n int

@@ -171,7 +171,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	// Y by itself (Y's lag p99 while X replayed, session 6: 33–62 ms with
 	// it), so it runs only once the metric says it can succeed.
 	xDone := func() bool {
-		applied := promtext.Parse(c.admin(1, "GET", "/metrics")).Sum("tandem_rows_applied_total", `tenant="`+x+`"`)
+		applied := c.metric(1, "tandem_rows_applied_total", `tenant="`+x+`"`)
 		if applied < float64(rows) {
 			return false
 		}
@@ -217,7 +217,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 		}
 		lastCheck = time.Now()
 		if splitY >= 0 && splitQueued < 0 {
-			n := promtext.Parse(c.admin(1, "GET", "/metrics")).Sum("tandem_tenant_parked_total", `tenant="`+x+`"`)
+			n := c.metric(1, "tandem_tenant_parked_total", `tenant="`+x+`"`)
 			switch {
 			case n != queued || queuedSince.IsZero():
 				queued, queuedSince = n, time.Now()

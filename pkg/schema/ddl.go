@@ -143,10 +143,9 @@ func match(alias, row string, pk []Column) string {
 // warning on to the client (MariaDB 10.11 passes none even without it).
 // (A scalar subquery inside a SELECT … INTO, as in the BEFORE INSERT
 // trigger, is part of that SELECT: lock-free too, and NULL without a row.)
-// Generation 2 read
-// MAX(…) instead, which always yields one row; that aggregate per read
-// cost about 6 % more time per row change of the live-lag workload and
-// 10 % per row of a bulk insert (BenchmarkTriggers).
+// Generation 2 read MAX(…) instead, which always yields one row; that
+// aggregate per read cost about 6 % more time per row change of the
+// live-lag workload and 10 % per row of a bulk insert (BenchmarkTriggers).
 func (g gen) readTomb(t tableModel, row, into string) string {
 	return fmt.Sprintf("SELECT tb.%s INTO %s FROM %s AS tb WHERE %s;",
 		QuoteIdent(g.v), into, t.tomb().quoted(), match("tb", row, t.pk))
