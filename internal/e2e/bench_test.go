@@ -54,7 +54,7 @@ func catchUp(b *testing.B, rows int) {
 			b.Fatalf("build backlog: %v", err)
 		}
 	}
-	b.Logf("backlog of %d rows committed at A in %s", rows, time.Since(load).Round(time.Millisecond))
+	benchf(b, "backlog of %d rows committed at A in %s", rows, time.Since(load).Round(time.Millisecond))
 
 	bdb := c.dbAt(1)
 	target := c.db + ".bench"
@@ -92,7 +92,7 @@ func catchUp(b *testing.B, rows int) {
 	b.ReportMetric(rate, "rows/s")
 	b.ReportMetric(ceilRate, "ceiling-rows/s")
 	b.ReportMetric(100*rate/ceilRate, "%-of-ceiling")
-	b.Logf("catch-up: %d rows in %s = %.0f rows/s; ceiling (200-row CAS upserts, one connection): %s = %.0f rows/s; ratio %.0f%%",
+	benchf(b, "catch-up: %d rows in %s = %.0f rows/s; ceiling (200-row CAS upserts, one connection): %s = %.0f rows/s; ratio %.0f%%",
 		rows, elapsed.Round(time.Millisecond), rate, ceil.Round(time.Millisecond), ceilRate, 100*rate/ceilRate)
 }
 
@@ -165,6 +165,14 @@ func ceiling(b *testing.B, a, bdb *sql.DB, db string, rows int) time.Duration {
 		}
 	}
 	return time.Since(start)
+}
+
+// benchf prints one line of a benchmark's report on standard output, at
+// once. b.Logf would do, but testing keeps only the first ten lines a
+// benchmark logs and drops the rest ("... [output truncated]"), and these
+// reports are longer: the noisy-neighbour bench lost its summary that way.
+func benchf(b *testing.B, format string, args ...any) {
+	fmt.Printf("    %s: %s\n", b.Name(), fmt.Sprintf(format, args...))
 }
 
 func envInt(name string, def int) int {

@@ -146,11 +146,11 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 			dir = d
 		}
 		for _, f := range profileReplicators(b, c, max(dur-2*time.Second, time.Second), dir) {
-			b.Logf("CPU profile: go tool pprof -top %s", f)
+			benchf(b, "CPU profile: go tool pprof -top %s", f)
 		}
 	}
 	wg.Wait()
-	b.Logf("steady state, %s", cpuReport(cpuBefore, sampleCPU()))
+	benchf(b, "steady state, %s", cpuReport(cpuBefore, sampleCPU()))
 	elapsed := time.Since(start)
 	b.StopTimer()
 	for _, err := range errs {
@@ -171,10 +171,10 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 		b.ReportMetric(wrote, peer.name+"-writes/s")
 		n := h[math.Inf(1)]
 		b.ReportMetric(n, dir+"-samples")
-		b.Logf("%s: %s wrote %.0f row changes/s; steady-state lag from %0.f heartbeats p50 %.1f ms, p99 %.1f ms, p999 %.1f ms",
+		benchf(b, "%s: %s wrote %.0f row changes/s; steady-state lag from %0.f heartbeats p50 %.1f ms, p99 %.1f ms, p999 %.1f ms",
 			dir, peer.name, wrote, n, q(0.5), q(0.99), q(0.999))
 		hr := promtext.Sub(after[i].Buckets("tandem_replication_lag_seconds"), idle[i].Buckets("tandem_replication_lag_seconds"))
-		b.Logf("%s: including the ramp (the first %s of load): p50 %.1f ms, p99 %.1f ms, p999 %.1f ms", dir, warm,
+		benchf(b, "%s: including the ramp (the first %s of load): p50 %.1f ms, p99 %.1f ms, p999 %.1f ms", dir, warm,
 			1000*promtext.Quantile(hr, 0.5), 1000*promtext.Quantile(hr, 0.99), 1000*promtext.Quantile(hr, 0.999))
 		// Where the time goes (tandem_stage_seconds, from the source
 		// commit): the origin's stages at the peer, the rest here.
@@ -187,7 +187,7 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 			h := promtext.Sub(after[st.site].Buckets("tandem_stage_seconds", match...), before[st.site].Buckets("tandem_stage_seconds", match...))
 			fmt.Fprintf(&sb, " %s p50 %.0f ms p99 %.0f ms;", st.name, 1000*promtext.Quantile(h, 0.5), 1000*promtext.Quantile(h, 0.99))
 		}
-		b.Logf("%s: stages from the source commit:%s", dir, sb.String())
+		benchf(b, "%s: stages from the source commit:%s", dir, sb.String())
 	}
 	for i, s := range c.sites {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "replicator.log"))
@@ -195,14 +195,14 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 		b.ReportMetric(float64(retries), s.name+"-apply-retries")
 		if retries > 0 {
 			i := strings.Index(string(log), "apply failed; retrying")
-			b.Logf("%s: %d apply retries, first: %s", s.name, retries, tail(string(log)[i:min(len(log), i+600)], 600))
+			benchf(b, "%s: %d apply retries, first: %s", s.name, retries, tail(string(log)[i:min(len(log), i+600)], 600))
 		}
 		// Deletes the reader versioned without a tombstone: none are
 		// expected with the triggers in place (docs/known-issues.md).
 		untombed := after[i].Sum("tandem_deletes_without_tombstone_total")
 		b.ReportMetric(untombed, s.name+"-deletes-without-tombstone")
 		if untombed > 0 {
-			b.Logf("%s: %.0f deletes without a tombstone (docs/known-issues.md); the reader's warning names the first one's GTID", s.name, untombed)
+			benchf(b, "%s: %.0f deletes without a tombstone (docs/known-issues.md); the reader's warning names the first one's GTID", s.name, untombed)
 		}
 	}
 	c.waitConverged(0, 1, 3*time.Minute)
@@ -236,7 +236,7 @@ func keepEvidence(b *testing.B, c *cluster) {
 	}
 	dir, err := os.MkdirTemp("", "tandem-livelag-evidence-")
 	if err != nil {
-		b.Logf("keeping evidence: %v", err)
+		benchf(b, "keeping evidence: %v", err)
 		return
 	}
 	for _, s := range c.sites {
@@ -277,5 +277,5 @@ func keepEvidence(b *testing.B, c *cluster) {
 			os.WriteFile(filepath.Join(dir, s.name+"-"+name+".tsv"), []byte(sb.String()), 0o600)
 		}
 	}
-	b.Logf("evidence of the failed run kept in %s", dir)
+	benchf(b, "evidence of the failed run kept in %s", dir)
 }

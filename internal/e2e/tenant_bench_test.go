@@ -194,7 +194,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 				return
 			}
 			for _, f := range profileReplicators(b, c, 10*time.Second, dir) {
-				b.Logf("CPU profile: go tool pprof -top %s", f)
+				benchf(b, "CPU profile: go tool pprof -top %s", f)
 			}
 		}()
 	}
@@ -233,8 +233,8 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	if loadErr != nil {
 		b.Fatalf("bulk load of X: %v", loadErr)
 	}
-	b.Logf("while X was being inserted at A, %s", cpuReport(cpuStart, cpuLoaded))
-	b.Logf("afterwards, while X was only being replicated, %s", cpuReport(cpuLoaded, cpuEnd))
+	benchf(b, "while X was being inserted at A, %s", cpuReport(cpuStart, cpuLoaded))
+	benchf(b, "afterwards, while X was only being replicated, %s", cpuReport(cpuLoaded, cpuEnd))
 	lagsWith := yLags(b, bdb, c.db, lo, nextY)
 	ackWith := p99(sinceAck(lagsWith, took))
 	p99With := p99(slices.Clone(lagsWith))
@@ -243,23 +243,26 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 		// database and reader, which no replication setting can
 		// reorder) or its replication to B (what the rate limit governs).
 		n := splitY - lo
-		b.Logf("Y's lag p99 while X was being inserted at A: %s; afterwards, while X was only being replicated: %s",
-			p99(slices.Clone(lagsWith[:n])).Round(time.Millisecond), p99(slices.Clone(lagsWith[n:])).Round(time.Millisecond))
+		during, after := p99(slices.Clone(lagsWith[:n])), p99(slices.Clone(lagsWith[n:]))
+		benchf(b, "Y's lag p99 while X was being inserted at A: %s; afterwards, while X was only being replicated: %s",
+			during.Round(time.Millisecond), after.Round(time.Millisecond))
+		b.ReportMetric(float64(during.Microseconds())/1000, "y_p99_during_load_ms")
+		b.ReportMetric(float64(after.Microseconds())/1000, "y_p99_after_load_ms")
 		if q := splitQueued - lo; splitQueued > splitY && q < int64(len(lagsWith)) {
-			b.Logf("  of that afterwards: while B still queued X's messages (%d of Y's rows): %s; then, while B only replayed X: %s",
+			benchf(b, "  of that afterwards: while B still queued X's messages (%d of Y's rows): %s; then, while B only replayed X: %s",
 				q-n, p99(slices.Clone(lagsWith[n:q])).Round(time.Millisecond), p99(slices.Clone(lagsWith[q:])).Round(time.Millisecond))
 		}
 		// The lag counts from the start of Y's INSERT at A (NOW(6)), so
 		// it includes Y's own write there: how long that took, p99.
-		b.Logf("Y's INSERT at A took p99 %s alone, %s while X was being inserted at A, %s afterwards",
+		benchf(b, "Y's INSERT at A took p99 %s alone, %s while X was being inserted at A, %s afterwards",
 			tookAlone.Round(100*time.Microsecond), p99(took[:splitY-lo]).Round(100*time.Microsecond), p99(took[splitY-lo:]).Round(100*time.Microsecond))
 	}
 	snap2 := stageSnap()
-	b.Logf("stages from the source commit, Y alone (small transactions):%s", stageReport(snap0, snap1))
-	b.Logf("stages from the source commit, with X (small transactions, i.e. Y):%s", stageReport(snap1, snap2))
+	benchf(b, "stages from the source commit, Y alone (small transactions):%s", stageReport(snap0, snap1))
+	benchf(b, "stages from the source commit, with X (small transactions, i.e. Y):%s", stageReport(snap1, snap2))
 	if snapMid[0] != nil {
-		b.Logf("  of which while X was being inserted at A:%s", stageReport(snap1, snapMid))
-		b.Logf("  and afterwards:%s", stageReport(snapMid, snap2))
+		benchf(b, "  of which while X was being inserted at A:%s", stageReport(snap1, snapMid))
+		benchf(b, "  and afterwards:%s", stageReport(snapMid, snap2))
 	}
 	b.ReportMetric(float64(p99Alone.Microseconds())/1000, "y_p99_alone_ms")
 	b.ReportMetric(float64(p99With.Microseconds())/1000, "y_p99_with_x_ms")
@@ -268,14 +271,14 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	// acknowledgement at A (its commit, as MySQL's replication lag counts
 	// from the original commit) instead of the statement's start, which
 	// leaves out how long A itself took to execute and commit Y's row.
-	b.Logf("Y's lag p99 from its commit at A (acknowledged) rather than the statement's start: %s alone, %s with X, ratio %.2f",
+	benchf(b, "Y's lag p99 from its commit at A (acknowledged) rather than the statement's start: %s alone, %s with X, ratio %.2f",
 		ackAlone.Round(100*time.Microsecond), ackWith.Round(100*time.Microsecond), float64(ackWith)/float64(max(ackAlone, time.Millisecond)))
 	b.ReportMetric(float64(rows)/xApplied.Seconds(), "x_rows/s")
 	where := "another partition"
 	if samePartition {
 		where = "X's partition"
 	}
-	b.Logf("X: %d rows loaded at A in %s, applied at B after %s (rate limit %d rows/s); Y (%d rows/s, %s): lag p99 %s alone, %s with X",
+	benchf(b, "X: %d rows loaded at A in %s, applied at B after %s (rate limit %d rows/s); Y (%d rows/s, %s): lag p99 %s alone, %s with X",
 		rows, loaded.Round(time.Millisecond), xApplied.Round(time.Millisecond), rate, yRate, where, p99Alone.Round(time.Millisecond), p99With.Round(time.Millisecond))
 }
 
