@@ -29,6 +29,9 @@ commands:
   schema prepare --config FILE [--dry-run]
                                       add version columns, triggers, tombstone and bookkeeping tables
   schema check --config FILE          report what is missing; exit 1 if anything is
+  seed --config FILE --from PEER --from-addr HOST:PORT [--from-user USER]
+                                      copy a peer's replicated tables into this new, empty
+                                      site as of one snapshot, and where its sinks start
   checkpoint show --config FILE       print the stored binlog position
   checkpoint reset --config FILE      forget the stored binlog position (after a purge; see docs)
   version                             print the version
@@ -50,6 +53,8 @@ func Main(ctx context.Context, args []string, env func(string) string, stdout, s
 			return 2
 		}
 		err = cmdSchema(ctx, args[1], args[2:], env, stdout)
+	case "seed":
+		err = cmdSeed(ctx, args[1:], env, stdout)
 	case "checkpoint":
 		if len(args) < 2 || (args[1] != "show" && args[1] != "reset") {
 			fmt.Fprint(stderr, "replicator checkpoint: want `show` or `reset`\n\n"+usage)

@@ -206,6 +206,10 @@ func (o *overrides) secret(value *Secret, file *string, path, envName, envFile s
 	}
 }
 
+// SecretFile reads a secret from a file the way password_file and the
+// *_FILE variables are read (a regular file, trailing newline trimmed).
+func SecretFile(path string) (Secret, error) { return readSecretFile(path) }
+
 // readSecretFile reads a secret from a regular file (a Kubernetes secret
 // mount is a symlink to one), without the trailing newline editors add.
 func readSecretFile(path string) (Secret, error) {

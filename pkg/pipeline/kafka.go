@@ -98,7 +98,44 @@ func topicPartitions(ctx context.Context, c *kafka.Client, topic string) (int, e
 			return len(t.Partitions), nil
 		}
 	}
-	return 0, fmt.Errorf("kafka: topic %s not found", topic)
+	return 0, fmt.Errorf("kafka: topic %s: %w", topic, errTopicNotFound)
+}
+
+var errTopicNotFound = errors.New("topic not found")
+
+// EndOffsets returns, for every partition of topic, the offset the next
+// record produced to it will get: a reader that starts there reads only
+// what is produced from now on. A topic that does not exist yet has no
+// partitions (an empty map): everything it will ever hold comes later.
+func EndOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64, error) {
+	c := k.client()
+	defer closeTransport(c)
+	n, err := topicPartitions(ctx, c, topic)
+	if errors.Is(err, errTopicNotFound) || errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return map[int]int64{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]kafka.OffsetRequest, n)
+	for p := range reqs {
+		reqs[p] = kafka.LastOffsetOf(p)
+	}
+	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: end offsets of %s: %w", topic, err)
+	}
+	out := make(map[int]int64, n)
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("kafka: end offset of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.LastOffset
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("kafka: end offsets of %s: %d of %d partitions answered", topic, len(out), n)
+	}
+	return out, nil
 }
 
 func closeTransport(c *kafka.Client) {
