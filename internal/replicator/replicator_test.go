@@ -97,3 +97,28 @@ func TestReconcileSpan(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedRejectsBadArguments: each mistake is named before anything is
+// connected to.
+func TestSeedRejectsBadArguments(t *testing.T) {
+	env := func(string) string { return "" }
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"seed", "--config", "../../configs/site-b.yaml"}, 2, "--from PEER and --from-addr HOST:PORT are required"},
+		{[]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "nowhere", "--from-addr", "db:3306"}, 1,
+			`--from "nowhere" is not one of this site's peers (allowed: site-a)`},
+		{[]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "site-a", "--from-addr", "db"}, 1,
+			`--from-addr "db" is not host:port`},
+		{[]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "site-a", "--from-addr", "db:70000"}, 1,
+			`--from-addr "db:70000" is not host:port`},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), tt.args, env, &out, &errb)
+		if code != tt.code || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want code %d and %q", tt.args[3:], code, errb.String(), tt.code, tt.want)
+		}
+	}
+}
