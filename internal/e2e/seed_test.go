@@ -2,14 +2,20 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // TestSeedNewSite: site A has replicated data (rows, updates, deletes and
@@ -97,4 +103,82 @@ func TestSeedNewSite(t *testing.T) {
 		}
 	}
 	checkNoEcho(t, c)
+}
+
+// TestSeedChecksSourceQueues: with three sites, messages of site C that
+// the source A holds in a tenant's queue (paused there) are past A's
+// offsets and not in its data, so seeding B from A is refused, naming the
+// tenant; once the tenant is resumed and A's queue drained, the seed goes
+// through and all three sites converge.
+func TestSeedChecksSourceQueues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	redisSrv := testenv.SharedRedis(t)
+	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2), testenv.SharedMariaDB(t, 3))
+	const a, cc, b = 0, 1, 2 // A the source, C another existing site, B the new one
+	for _, s := range c.sites {
+		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
+	}
+	prefix := testenv.KeyPrefix(t)
+	c.writeConfigs(fmt.Sprintf("tenants:\n  redis: {addr: \"%s\", key_prefix: \"%s\"}\n  reload_interval: 1s\n  rules:\n    - {schema: \"%s\", table: \"*\", column: tenant_id}\n",
+		redisSrv.Addr, prefix, c.db))
+	c.prepare()
+	e := &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix,
+		reg: tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())}
+	c.start(a)
+	c.start(cc)
+	next := writeInterleaved(t, c.dbAt(cc), c.db, 1, 20, 5, "tenT", "tenU")
+	next = writeInterleaved(t, c.dbAt(a), c.db, next, 20, 5, "tenT", "tenU")
+	testenv.WaitFor(t, time.Minute, "C's and A's rows at both", func() bool {
+		return e.countTenant(a, "tenT") == 200 && e.countTenant(cc, "tenT") == 200
+	})
+
+	// Paused at A (and C: the registry is shared), C's new rows of T wait
+	// in A's queue.
+	e.setMode(a, "tenT", tenant.ModePaused)
+	next = writeInterleaved(t, c.dbAt(cc), c.db, next, 10, 5, "tenT", "tenU")
+	testenv.WaitFor(t, time.Minute, "C's 10 new transactions of T queued at A", func() bool {
+		_, body := c.call(a, "GET", "/v1/tenants/tenT", nil)
+		var v struct {
+			Queues map[string]tenant.Stat `json:"queues"`
+		}
+		json.Unmarshal([]byte(body), &v)
+		return v.Queues["s2"].Depth == 10
+	})
+	seedArgs := []string{"seed", "--from", "s1", "--from-addr", fmt.Sprintf("127.0.0.1:%d", c.sites[a].srv.Port),
+		"--from-admin", "http://" + c.sites[a].admin}
+	run := func() (string, error) {
+		cmd := exec.Command(c.bin, append(seedArgs, "--config", c.sites[b].cfg)...)
+		cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken, "TANDEM_SEED_ADMIN_TOKEN="+adminToken)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run()
+	if err == nil || !strings.Contains(out, "s1 holds queued messages of other sites (tenant tenT: 10 messages of s2 (0 dead-lettered))") {
+		t.Fatalf("seed from a source holding queued messages: err %v, output:\n%s", err, out)
+	}
+	t.Logf("refused as it should be: %s", strings.TrimSpace(out))
+
+	e.setMode(a, "tenT", tenant.ModeActiveActive)
+	testenv.WaitFor(t, time.Minute, "A's queue of T drained", func() bool { return e.countTenant(a, "tenT") == 250 })
+	if out, err = run(); err != nil {
+		t.Fatalf("seed: %v\n%s", err, out)
+	}
+	t.Logf("seed:\n%s", out)
+	c.start(b)
+	writeInterleaved(t, c.dbAt(b), c.db, next, 10, 5, "tenT", "tenU")
+	for _, pair := range [][2]int{{a, b}, {cc, b}} {
+		testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("%s and %s equal", c.sites[pair[0]].name, c.sites[pair[1]].name), func() bool {
+			for _, id := range []string{"tenT", "tenU"} {
+				if ordersOf(t, c.dbAt(pair[0]), c.db, id, true) != ordersOf(t, c.dbAt(pair[1]), c.db, id, true) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if n := e.countTenant(b, "tenT"); n != 300 {
+		t.Errorf("B holds %d rows of T; want 300", n)
+	}
 }

@@ -29,9 +29,11 @@ commands:
   schema prepare --config FILE [--dry-run]
                                       add version columns, triggers, tombstone and bookkeeping tables
   schema check --config FILE          report what is missing; exit 1 if anything is
-  seed --config FILE --from PEER --from-addr HOST:PORT [--from-user USER]
+  seed --config FILE --from PEER --from-addr HOST:PORT [--from-user USER] [--from-admin URL]
                                       copy a peer's replicated tables into this new, empty
                                       site as of one snapshot, and where its sinks start
+                                      (--from-admin: that peer's admin server, needed with
+                                      more than one peer; see docs/operations.md)
   checkpoint show --config FILE       print the stored binlog position
   checkpoint reset --config FILE      forget the stored binlog position (after a purge; see docs)
   version                             print the version

@@ -4,17 +4,25 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/tandemdb/tandem/internal/promtext"
 	"github.com/tandemdb/tandem/pkg/config"
 	"github.com/tandemdb/tandem/pkg/pipeline"
 	"github.com/tandemdb/tandem/pkg/schema"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // seedBatchRows and seedBatchBytes bound one INSERT of the copy: large
@@ -29,16 +37,18 @@ const (
 type seedSource struct {
 	peer     config.Peer     // the source site, one of this site's peers
 	database config.Database // its server
+	admin    *queueCheck     // its replicator's tenant queues; nil: not checked
 }
 
 // cmdSeed: replicator seed --config FILE --from PEER --from-addr HOST:PORT
 // [--from-user USER]. See docs/operations.md ("Adding a site").
 func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
-	var from, fromAddr, fromUser *string
+	var from, fromAddr, fromUser, fromAdmin *string
 	cfg, _, err := loadConfig("seed", args, env, func(fs *flag.FlagSet) {
 		from = fs.String("from", "", "the peer (site name) to copy from")
 		fromAddr = fs.String("from-addr", "", "host:port of that peer's database server")
 		fromUser = fs.String("from-user", "", "user at that server (default: this site's database user)")
+		fromAdmin = fs.String("from-admin", "", "base URL of that peer's replicator admin server (needed with more than one peer)")
 	})
 	if err != nil {
 		return err
@@ -75,6 +85,28 @@ func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout
 		}
 	} else if pw := env("TANDEM_SEED_PASSWORD"); pw != "" {
 		src.database.Password = config.Secret(pw)
+	}
+	if len(cfg.Peers) > 1 {
+		// Other peers' messages the source queued (paused, throttled or
+		// dead-lettered tenants) are past its stored offsets but not in
+		// its data: the seed checks through its admin API that there are
+		// none while it takes the snapshot.
+		if *fromAdmin == "" {
+			return fmt.Errorf("seed: this site has %d peers, so the seed must check that %s holds no queued messages of the others: "+
+				"pass --from-admin http://HOST:PORT (its admin server; token from TANDEM_SEED_ADMIN_TOKEN[_FILE])", len(cfg.Peers), src.peer.Name)
+		}
+		u, err := url.Parse(*fromAdmin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("seed: --from-admin %q is not an http(s)://host:port URL", *fromAdmin)
+		}
+		src.admin = &queueCheck{base: strings.TrimSuffix(*fromAdmin, "/"), client: &http.Client{Timeout: 10 * time.Second}}
+		if f := env("TANDEM_SEED_ADMIN_TOKEN_FILE"); f != "" {
+			if src.admin.token, err = config.SecretFile(f); err != nil {
+				return fmt.Errorf("seed: TANDEM_SEED_ADMIN_TOKEN_FILE: %w", err)
+			}
+		} else {
+			src.admin.token = config.Secret(env("TANDEM_SEED_ADMIN_TOKEN"))
+		}
 	}
 	return seed(ctx, cfg, src, stdout)
 }
@@ -157,6 +189,17 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 		return fmt.Errorf("seed: %w", err)
 	}
 
+	var queues queueState
+	if src.admin != nil {
+		if queues, err = src.admin.read(ctx); err != nil {
+			return fmt.Errorf("seed: %s's tenant queues: %w", src.peer.Name, err)
+		}
+		if len(queues.busy) > 0 {
+			return fmt.Errorf("seed: %s holds queued messages of other sites (%s); they are past its offsets but not in its data, "+
+				"so this site would never get them: resume or drain those tenants (retry or skip their dead letters), then seed", src.peer.Name, strings.Join(queues.busy, "; "))
+		}
+	}
+
 	sconn, err := sdb.Conn(ctx)
 	if err != nil {
 		return err
@@ -204,6 +247,23 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if src.admin != nil {
+		// The snapshot is taken: nothing may have been queued since the
+		// first look, or a queued message may be behind the offsets just
+		// read and in none of the data.
+		after, err := src.admin.read(ctx)
+		if err != nil {
+			return fmt.Errorf("seed: %s's tenant queues: %w", src.peer.Name, err)
+		}
+		if len(after.busy) > 0 || after.parked != queues.parked {
+			waiting := "none waiting now"
+			if len(after.busy) > 0 {
+				waiting = strings.Join(after.busy, "; ")
+			}
+			return fmt.Errorf("seed: %s queued %.0f messages of other sites while the snapshot was taken (%s); run the seed again",
+				src.peer.Name, after.parked-queues.parked, waiting)
+		}
 	}
 
 	tconn, err := tgt.Conn(ctx)
@@ -330,4 +390,77 @@ func copyTable(ctx context.Context, src, dst *sql.Conn, t schema.TableRef) (int,
 		return total, err
 	}
 	return total, flush()
+}
+
+// queueCheck reads a replicator's tenant queues through its admin API.
+type queueCheck struct {
+	base   string // http://host:port
+	token  config.Secret
+	client *http.Client
+}
+
+// queueState is what queueCheck reads: the queues holding messages, and
+// how many messages were ever queued (tandem_tenant_parked_total), which
+// tells whether any was queued between two reads.
+type queueState struct {
+	busy   []string
+	parked float64
+}
+
+func (q *queueCheck) get(ctx context.Context, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, q.base+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+q.token.Reveal())
+	resp, err := q.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, body, err
+}
+
+func (q *queueCheck) read(ctx context.Context) (queueState, error) {
+	var st queueState
+	code, body, err := q.get(ctx, "/v1/tenants")
+	if err != nil {
+		return st, err
+	}
+	switch code {
+	case http.StatusServiceUnavailable:
+		// Tenants are off there: it queues nothing (parked_total stays 0).
+		return st, nil
+	case http.StatusOK:
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return st, fmt.Errorf("GET %s/v1/tenants: %d: set TANDEM_SEED_ADMIN_TOKEN[_FILE] to its admin token", q.base, code)
+	default:
+		return st, fmt.Errorf("GET %s/v1/tenants: %d %s", q.base, code, strings.TrimSpace(string(body[:min(len(body), 200)])))
+	}
+	var list struct {
+		Tenants []struct {
+			ID     string                 `json:"id"`
+			Queues map[string]tenant.Stat `json:"queues"`
+		} `json:"tenants"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return st, fmt.Errorf("GET %s/v1/tenants: %w", q.base, err)
+	}
+	for _, t := range list.Tenants {
+		for _, origin := range slices.Sorted(maps.Keys(t.Queues)) {
+			if s := t.Queues[origin]; s.Depth > 0 {
+				st.busy = append(st.busy, fmt.Sprintf("tenant %s: %d messages of %s (%d dead-lettered)", t.ID, s.Depth, origin, s.Dead))
+			}
+		}
+	}
+	code, body, err = q.get(ctx, "/metrics")
+	if err != nil {
+		return st, err
+	}
+	if code != http.StatusOK {
+		return st, fmt.Errorf("GET %s/metrics: %d", q.base, code)
+	}
+	st.parked = promtext.Parse(string(body)).Sum("tandem_tenant_parked_total")
+	return st, nil
 }
