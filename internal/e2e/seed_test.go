@@ -234,3 +234,42 @@ func TestSeedLeastPrivilege(t *testing.T) {
 	res := c.waitConverged(0, 1, time.Minute)
 	t.Logf("B equals A: rows %v", res.Rows)
 }
+
+// BenchmarkSeed: `replicator seed` copies BENCH_SEED_ROWS rows (default
+// 500k, the noisy-neighbour table: a BIGINT key, a tenant, a DATETIME(6)
+// and an 80-byte string, plus the version) from A into an empty B; it
+// reports rows/s for the whole command (snapshot, copy, offsets).
+//
+//	go test -run '^$' -bench Seed -benchtime 1x ./internal/e2e/
+func BenchmarkSeed(b *testing.B) {
+	rows := envInt("BENCH_SEED_ROWS", 500_000)
+	c := newCluster(b, testenv.SharedBroker(b), testenv.SharedMariaDB(b, 1), testenv.SharedMariaDB(b, 2))
+	for _, s := range c.sites {
+		s.srv.Exec(b, fmt.Sprintf(noisyDDL, c.db))
+	}
+	c.writeConfigs("")
+	c.prepare()
+	a := c.dbAt(0)
+	for first := 1; first <= rows; first += 10_000 {
+		if _, err := a.Exec(fmt.Sprintf("INSERT INTO `%s`.nn (id, tenant_id, created, pad) SELECT seq, CONCAT('t', seq %% 100), NOW(6), REPEAT('x', 80) FROM `%s`.seq_%d_to_%d",
+			c.db, c.db, first, min(first+9_999, rows))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		c.sites[1].srv.Exec(b, "TRUNCATE TABLE `"+c.db+"`.nn")
+		c.sites[1].srv.Exec(b, "DELETE FROM `"+c.meta+"`.`_tandem_offsets`")
+		b.StartTimer()
+		start := time.Now()
+		out, err := c.replicatorCmd(1, "seed", "--from", "s1", "--from-addr", fmt.Sprintf("127.0.0.1:%d", c.sites[0].srv.Port))
+		if err != nil {
+			b.Fatalf("seed: %v\n%s", err, out)
+		}
+		b.ReportMetric(float64(rows)/time.Since(start).Seconds(), "rows/s")
+	}
+	if n := c.count(1, "`"+c.db+"`.nn"); n != rows {
+		b.Fatalf("B holds %d rows; want %d", n, rows)
+	}
+}
