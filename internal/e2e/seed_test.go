@@ -18,13 +18,10 @@ import (
 	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
-// TestSeedNewSite: site A has replicated data (rows, updates, deletes and
-// so tombstones, every column type) and keeps being written while
-// `replicator seed` copies it into a new, empty site B. B's replicator then
-// starts from the offsets the seed stored, B is written too, and the sites
-// converge row by row, versions included; no change is published twice
-// (the copy is not B's to publish).
-func TestSeedNewSite(t *testing.T) {
+// seedPair is two sites with the workload's tables, prepared, each
+// applying the other's topic once it runs; nothing is running yet.
+func seedPair(t *testing.T) *cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test")
 	}
@@ -32,6 +29,17 @@ func TestSeedNewSite(t *testing.T) {
 	c.createTables()
 	c.writeConfigs("")
 	c.prepare()
+	return c
+}
+
+// TestSeedNewSite: site A has replicated data (rows, updates, deletes and
+// so tombstones, every column type) and keeps being written while
+// `replicator seed` copies it into a new, empty site B. B's replicator then
+// starts from the offsets the seed stored, B is written too, and the sites
+// converge row by row, versions included; no change is published twice
+// (the copy is not B's to publish).
+func TestSeedNewSite(t *testing.T) {
+	c := seedPair(t)
 	c.start(0) // A runs alone: B does not exist yet for it to apply
 	ctx := context.Background()
 	st, err := workload.Run(ctx, c.dbAt(0), workload.Options{DB: c.db, Seed: seed(t), Changes: 20_000, Keys: 2000})
@@ -187,13 +195,7 @@ func TestSeedChecksSourceQueues(t *testing.T) {
 // docs/privileges.md ("Seed"), and without BINLOG ADMIN at the new site
 // it stops before copying anything, saying which privilege is missing.
 func TestSeedLeastPrivilege(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2))
-	c.createTables()
-	c.writeConfigs("")
-	c.prepare()
+	c := seedPair(t)
 	if _, err := workload.Run(context.Background(), c.dbAt(0), workload.Options{DB: c.db, Seed: seed(t), Changes: 2000, Keys: 500}); err != nil {
 		t.Fatal(err)
 	}
