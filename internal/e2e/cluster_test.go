@@ -177,9 +177,14 @@ log: {level: info, format: json}
 
 // replicatorCmd runs a replicator subcommand to completion.
 func (c *cluster) replicatorCmd(i int, args ...string) (string, error) {
-	s := c.sites[i]
-	cmd := exec.Command(c.bin, append(args, "--config", s.cfg)...)
-	cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken)
+	return c.replicatorCmdWith(c.sites[i].cfg, nil, args...)
+}
+
+// replicatorCmdWith runs a replicator subcommand to completion with config
+// file cfg and env added to the environment.
+func (c *cluster) replicatorCmdWith(cfg string, env []string, args ...string) (string, error) {
+	cmd := exec.Command(c.bin, append(args, "--config", cfg)...)
+	cmd.Env = append(append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
@@ -125,15 +122,7 @@ func TestSeedChecksSourceQueues(t *testing.T) {
 	redisSrv := testenv.SharedRedis(t)
 	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2), testenv.SharedMariaDB(t, 3))
 	const a, cc, b = 0, 1, 2 // A the source, C another existing site, B the new one
-	for _, s := range c.sites {
-		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
-	}
-	prefix := testenv.KeyPrefix(t)
-	c.writeConfigs(fmt.Sprintf("tenants:\n  redis: {addr: \"%s\", key_prefix: \"%s\"}\n  reload_interval: 1s\n  rules:\n    - {schema: \"%s\", table: \"*\", column: tenant_id}\n",
-		redisSrv.Addr, prefix, c.db))
-	c.prepare()
-	e := &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix,
-		reg: tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())}
+	e := newTenantEnvOn(t, c, redisSrv, "1s")
 	c.start(a)
 	c.start(cc)
 	next := writeInterleaved(t, c.dbAt(cc), c.db, 1, 20, 5, "tenT", "tenU")
@@ -157,10 +146,7 @@ func TestSeedChecksSourceQueues(t *testing.T) {
 	seedArgs := []string{"seed", "--from", "s1", "--from-addr", fmt.Sprintf("127.0.0.1:%d", c.sites[a].srv.Port),
 		"--from-admin", "http://" + c.sites[a].admin}
 	run := func() (string, error) {
-		cmd := exec.Command(c.bin, append(seedArgs, "--config", c.sites[b].cfg)...)
-		cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken, "TANDEM_SEED_ADMIN_TOKEN="+adminToken)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		return c.replicatorCmdWith(c.sites[b].cfg, []string{"TANDEM_SEED_ADMIN_TOKEN=" + adminToken}, seedArgs...)
 	}
 	out, err := run()
 	if err == nil || !strings.Contains(out, "s1 holds queued messages of other sites (tenant tenT: 10 messages of s2 (0 dead-lettered))") {
@@ -220,10 +206,8 @@ func TestSeedLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func() (string, error) {
-		cmd := exec.Command(c.bin, "seed", "--config", cfg, "--from", "s1", "--from-addr", fmt.Sprintf("127.0.0.1:%d", c.sites[0].srv.Port))
-		cmd.Env = append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken, "TANDEM_DATABASE_PASSWORD=seed-pw")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		return c.replicatorCmdWith(cfg, []string{"TANDEM_DATABASE_PASSWORD=seed-pw"},
+			"seed", "--from", "s1", "--from-addr", fmt.Sprintf("127.0.0.1:%d", c.sites[0].srv.Port))
 	}
 	out, err := run()
 	if err == nil || !strings.Contains(out, "needs SUPER or BINLOG ADMIN") {

@@ -74,8 +74,7 @@ func noisyNeighbour(b *testing.B, rows, rate int, samePartition bool) {
 	sizeServers(b, c)
 	prefix := testenv.KeyPrefix(b)
 	c.pprof = os.Getenv("BENCH_PPROF") != ""
-	c.writeConfigs(fmt.Sprintf("tenants:\n  redis: {addr: \"%s\", key_prefix: \"%s\"}\n  reload_interval: 1s\n  rules:\n    - {schema: \"%s\", table: \"*\", column: tenant_id}\n",
-		redisSrv.Addr, prefix, c.db))
+	c.writeConfigs(tenantsYAML(redisSrv.Addr, prefix, "1s", c.db))
 	c.prepare()
 	bdb := c.dbAt(1)
 	for _, q := range []string{

@@ -48,19 +48,34 @@ func newTenantEnvPeers(t *testing.T, redisSrv *testenv.Redis, reloadInterval str
 		c.peers[0] = []int{1}
 	}
 	c.peers[1] = []int{0}
+	return newTenantEnvOn(t, c, redisSrv, reloadInterval)
+}
+
+// newTenantEnvOn creates the orders table at every site of c (its peers
+// set), writes the configs with the registry in redisSrv and prepares
+// the schema; nothing is running yet.
+func newTenantEnvOn(t *testing.T, c *cluster, redisSrv *testenv.Redis, reloadInterval string) *tenantEnv {
+	t.Helper()
 	for _, s := range c.sites {
 		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
 	}
 	prefix := testenv.KeyPrefix(t)
-	c.writeConfigs(fmt.Sprintf(`tenants:
+	c.writeConfigs(tenantsYAML(redisSrv.Addr, prefix, reloadInterval, c.db))
+	c.prepare()
+	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())
+	return &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix, reg: reg}
+}
+
+// tenantsYAML is the tenants section of the e2e configs: the registry in
+// the Redis server at redisAddr under prefix, and every table of db mapped
+// to tenants by its tenant_id column.
+func tenantsYAML(redisAddr, prefix, reloadInterval, db string) string {
+	return fmt.Sprintf(`tenants:
   redis: {addr: "%s", key_prefix: "%s"}
   reload_interval: %s
   rules:
     - {schema: "%s", table: "*", column: tenant_id}
-`, redisSrv.Addr, prefix, reloadInterval, c.db))
-	c.prepare()
-	reg := tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())
-	return &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix, reg: reg}
+`, redisAddr, prefix, reloadInterval, db)
 }
 
 // tenantMode is the mode site i's replicator has in force for id.

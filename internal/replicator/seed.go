@@ -3,7 +3,6 @@ package replicator
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -159,7 +158,7 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 	if len(problems) > 0 {
 		return fmt.Errorf("seed: this site's schema is not prepared (%s: %s); run `replicator schema prepare` first", problems[0].Object, problems[0].Problem)
 	}
-	offsetsTable := schema.QuoteIdent(cfg.Schema.MetaSchema) + "." + schema.QuoteIdent(schema.Offsets)
+	offsetsTable := schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: schema.Offsets}.Quoted()
 	var n int
 	err = tgt.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+offsetsTable).Scan(&n)
 	if err != nil {
@@ -173,7 +172,7 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 		copies = append(copies, t, schema.TableRef{Schema: t.Schema, Table: schema.TombTable(t.Table)})
 	}
 	for _, t := range copies {
-		err := tgt.QueryRowContext(ctx, "SELECT 1 FROM "+quoteRef(t)+" LIMIT 1").Scan(&n)
+		err := tgt.QueryRowContext(ctx, "SELECT 1 FROM "+t.Quoted()+" LIMIT 1").Scan(&n)
 		if err == nil {
 			return fmt.Errorf("seed: %s is not empty at this site; seed copies into empty tables only (empty them, or all of a failed seed's tables, and run it again)", t)
 		}
@@ -270,11 +269,9 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// Its session settings must not reach other users of the pool.
-		_ = tconn.Raw(func(any) error { return driver.ErrBadConn })
-		_ = tconn.Close()
-	}()
+	// Its session settings (sql_log_bin, the sink session) need no undoing:
+	// the pool is this command's own and closes with it.
+	defer tconn.Close()
 	if _, err := tconn.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
 		return fmt.Errorf("seed: SET sql_log_bin = 0 at this site (needs SUPER or BINLOG ADMIN, so that the copy is not published): %w", err)
 	}
@@ -300,10 +297,6 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 	fmt.Fprintf(out, "seed: %d rows copied from %s (%s) as of one snapshot; start this site's replicator now\n",
 		total, src.peer.Name, src.database.Addr())
 	return nil
-}
-
-func quoteRef(t schema.TableRef) string {
-	return schema.QuoteIdent(t.Schema) + "." + schema.QuoteIdent(t.Table)
 }
 
 // copyTable copies every row of t from the source snapshot (src) to the
@@ -337,13 +330,13 @@ func copyTable(ctx context.Context, src, dst *sql.Conn, t schema.TableRef) (int,
 	}
 	list := strings.Join(cols, ", ")
 	// A placeholder makes the driver prepare the statement: binary protocol.
-	rs, err := src.QueryContext(ctx, "SELECT "+list+" FROM "+quoteRef(t)+" WHERE ? = 1", 1)
+	rs, err := src.QueryContext(ctx, "SELECT "+list+" FROM "+t.Quoted()+" WHERE ? = 1", 1)
 	if err != nil {
 		return 0, err
 	}
 	defer rs.Close()
 	rowPH := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-	insert := "INSERT INTO " + quoteRef(t) + " (" + list + ") VALUES "
+	insert := "INSERT INTO " + t.Quoted() + " (" + list + ") VALUES "
 	var (
 		args  []any
 		nrows int

@@ -70,7 +70,7 @@ func (g gen) versionColumnSQL(t TableRef, algorithm string) string {
 		ifNotExists = "IF NOT EXISTS "
 	}
 	return fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s%s BIGINT UNSIGNED NOT NULL DEFAULT 0%s COMMENT %s, %s",
-		t.quoted(), ifNotExists, QuoteIdent(g.v), invisible,
+		t.Quoted(), ifNotExists, QuoteIdent(g.v), invisible,
 		quoteString("Tandem row version (HLC), stamped by triggers and sinks"), algorithm)
 }
 
@@ -98,7 +98,7 @@ func columnDef(c Column) string {
 // tombstones.
 func (g gen) tombCreateSQL(t tableModel) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n", t.tomb().quoted())
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n", t.tomb().Quoted())
 	for _, c := range t.pk {
 		fmt.Fprintf(&b, "  %s,\n", columnDef(c))
 	}
@@ -148,7 +148,7 @@ func match(alias, row string, pk []Column) string {
 // live-lag workload and 10 % per row of a bulk insert (BenchmarkTriggers).
 func (g gen) readTomb(t tableModel, row, into string) string {
 	return fmt.Sprintf("SELECT tb.%s INTO %s FROM %s AS tb WHERE %s;",
-		QuoteIdent(g.v), into, t.tomb().quoted(), match("tb", row, t.pk))
+		QuoteIdent(g.v), into, t.tomb().Quoted(), match("tb", row, t.pk))
 }
 
 // notFound lets a trigger's SELECT … INTO find no row: the variable keeps
@@ -168,7 +168,7 @@ const deleteFlag = "@_tandem_deleted"
 func (g gen) triggers(t tableModel) []triggerDef {
 	v := QuoteIdent(g.v)
 	l := g.label()
-	tomb := t.tomb().quoted()
+	tomb := t.tomb().Quoted()
 	pkCols := make([]string, len(t.pk))
 	oldPK := make([]string, len(t.pk))
 	samePK := make([]string, len(t.pk))
@@ -205,7 +205,7 @@ func (g gen) triggers(t tableModel) []triggerDef {
       INTO _tandem_tomb, _tandem_prev;
     SET NEW.%[3]s = %[8]s;
   END IF;
-END %[1]s`, l, local, v, tomb, match("tb", "NEW", t.pk), t.ref.quoted(), match("r", "NEW", t.pk),
+END %[1]s`, l, local, v, tomb, match("tb", "NEW", t.pk), t.ref.Quoted(), match("r", "NEW", t.pk),
 		hlc.SQLNextInsert(g.site, "_tandem_tomb", "_tandem_prev"))
 
 	// AFTER INSERT: the BEFORE INSERT trigger reads a snapshot. When a
@@ -285,7 +285,7 @@ END %[1]s`, l, local, tombInsert, strings.Join(oldPK, ", "),
 // createTriggerSQL installs d on t, replacing a trigger of the same name.
 func (g gen) createTriggerSQL(t TableRef, d triggerDef) []string {
 	name := QuoteIdent(t.Schema) + "." + QuoteIdent(d.name)
-	head := fmt.Sprintf("TRIGGER %s %s %s ON %s FOR EACH ROW\n", name, d.timing, d.event, t.quoted())
+	head := fmt.Sprintf("TRIGGER %s %s %s ON %s FOR EACH ROW\n", name, d.timing, d.event, t.Quoted())
 	if g.srv.mariaDB {
 		// One statement: the table never runs without the trigger.
 		return []string{"CREATE OR REPLACE " + head + d.body}

@@ -15,8 +15,8 @@ type TableRef struct {
 
 func (r TableRef) String() string { return r.Schema + "." + r.Table }
 
-// quoted is the table's name as a SQL identifier: `schema`.`table`.
-func (r TableRef) quoted() string { return QuoteIdent(r.Schema) + "." + QuoteIdent(r.Table) }
+// Quoted is the table's name as a SQL identifier: `schema`.`table`.
+func (r TableRef) Quoted() string { return QuoteIdent(r.Schema) + "." + QuoteIdent(r.Table) }
 
 // Options say which objects a site needs.
 type Options struct {

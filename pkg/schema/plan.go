@@ -317,7 +317,7 @@ func (in *inspection) meta(ctx context.Context, q Queryer) (map[string]bool, err
 		for _, c := range m.columns {
 			if !have[c.name] {
 				in.step(ref.String(), "column "+c.name+" is missing (table from an older Tandem)",
-					fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", ref.quoted(), c.def()))
+					fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", ref.Quoted(), c.def()))
 			}
 		}
 		if len(m.keys) == 0 {
@@ -331,7 +331,7 @@ func (in *inspection) meta(ctx context.Context, q Queryer) (map[string]bool, err
 			// "KEY `name` (…)"
 			if name := strings.Split(k, "`"); len(name) > 1 && indexes[name[1]] == nil {
 				in.step(ref.String(), "index "+name[1]+" is missing (table from an older Tandem)",
-					fmt.Sprintf("ALTER TABLE %s ADD %s", ref.quoted(), k))
+					fmt.Sprintf("ALTER TABLE %s ADD %s", ref.Quoted(), k))
 			}
 		}
 	}
@@ -405,7 +405,7 @@ func (in *inspection) loadTable(ctx context.Context, q Queryer, model *tableMode
 	if !strings.EqualFold(engine, "InnoDB") {
 		in.problem(obj, "uses the "+engine+" engine; Tandem needs InnoDB, whose transactions write a row, "+
 			"its version and its tombstone atomically",
-			fmt.Sprintf("ALTER TABLE %s ENGINE=InnoDB, or %s", ref.quoted(), notReplicated))
+			fmt.Sprintf("ALTER TABLE %s ENGINE=InnoDB, or %s", ref.Quoted(), notReplicated))
 		return false, nil
 	}
 	cols, err := TableColumns(ctx, q, ref.Schema, ref.Table)
@@ -418,7 +418,7 @@ func (in *inspection) loadTable(ctx context.Context, q Queryer, model *tableMode
 	}
 	if len(keys) == 0 || !keys[0].Primary {
 		in.problem(obj, "has no PRIMARY KEY; Tandem identifies rows, their versions and tombstones by primary key",
-			fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (…), or %s", ref.quoted(), notReplicated))
+			fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (…), or %s", ref.Quoted(), notReplicated))
 		return false, nil
 	}
 	byName := map[string]Column{}
@@ -445,7 +445,7 @@ func (in *inspection) loadTable(ctx context.Context, q Queryer, model *tableMode
 		in.problem(obj, fmt.Sprintf("column %s is %s%s; Tandem needs it to be BIGINT UNSIGNED NOT NULL",
 			v.Name, v.ColumnType, map[bool]string{true: " NULL", false: ""}[v.Nullable]),
 			fmt.Sprintf("ALTER TABLE %s MODIFY %s BIGINT UNSIGNED NOT NULL DEFAULT 0, or pick another version column name",
-				ref.quoted(), QuoteIdent(v.Name)))
+				ref.Quoted(), QuoteIdent(v.Name)))
 		return false, nil
 	}
 	return true, nil
@@ -486,7 +486,7 @@ func (in *inspection) tomb(ctx context.Context, q Queryer, model tableModel, pla
 	if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
 		in.problem(obj, fmt.Sprintf("tombstone key (%s) differs from the primary key (%s) of %s; "+
 			"the primary key changed after prepare", strings.Join(got, ", "), strings.Join(want, ", "), model.ref),
-			"stop writes and drain replication to and from this site, DROP TABLE "+ref.quoted()+
+			"stop writes and drain replication to and from this site, DROP TABLE "+ref.Quoted()+
 				", then run prepare again")
 		return nil
 	}
@@ -524,7 +524,7 @@ func (in *inspection) tomb(ctx context.Context, q Queryer, model tableModel, pla
 		fixes = append(fixes, "ADD KEY "+QuoteIdent(TombVersionIndex)+" ("+QuoteIdent(in.opt.VersionColumn)+")")
 	}
 	if len(fixes) > 0 {
-		in.step(obj, why, "ALTER TABLE "+ref.quoted()+" "+strings.Join(fixes, ", "))
+		in.step(obj, why, "ALTER TABLE "+ref.Quoted()+" "+strings.Join(fixes, ", "))
 	}
 	return nil
 }
