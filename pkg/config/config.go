@@ -170,6 +170,10 @@ type Kafka struct {
 	Linger Duration `yaml:"linger"`
 	// ClientID defaults to "tandem-" + site name.
 	ClientID string `yaml:"client_id"`
+	// TLS and SASL secure the connections to the brokers; both off by
+	// default (a PLAINTEXT listener).
+	TLS  KafkaTLS  `yaml:"tls"`
+	SASL KafkaSASL `yaml:"sasl"`
 }
 
 // Sink configures the appliers (one per peer).
@@ -370,6 +374,9 @@ func (c *Config) Redacted() *Config {
 	}
 	if r.Tenants.Redis.Password != "" {
 		r.Tenants.Redis.Password = redacted
+	}
+	if r.Kafka.SASL.Password != "" {
+		r.Kafka.SASL.Password = redacted
 	}
 	return r
 }

@@ -219,6 +219,7 @@ func (c *Config) checkKafka(ps *problems) {
 	if k.ClientID != "" && (!topicRE.MatchString(k.ClientID) || len(k.ClientID) > 255) {
 		ps.add("kafka.client_id", "%q is not allowed; allowed 1-255 characters of A-Z, a-z, 0-9, '.', '_' and '-'", k.ClientID)
 	}
+	k.checkSecurity(ps)
 }
 
 func (c *Config) checkPeers(ps *problems) {
