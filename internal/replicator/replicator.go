@@ -92,7 +92,13 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		return nil, err
 	}
 
-	kc := r.kafkaConfig()
+	kc, err := kafkaConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pipeline.Probe(ctx, kc); err != nil {
+		return nil, kafkaHint(cfg, err)
+	}
 	parts, err := pipeline.EnsureTopic(ctx, kc, cfg.LocalTopic())
 	if err != nil {
 		return nil, err
@@ -170,14 +176,6 @@ func (r *Replicator) peerNames() map[uint8]string {
 		m[p.ID] = p.Name
 	}
 	return m
-}
-
-func (r *Replicator) kafkaConfig() pipeline.KafkaConfig {
-	return pipeline.KafkaConfig{
-		Brokers:           r.cfg.Kafka.Brokers,
-		Partitions:        r.cfg.Kafka.Partitions,
-		ReplicationFactor: r.cfg.Kafka.ReplicationFactor,
-	}
 }
 
 // isFatal says which source errors no retry can fix.

@@ -181,7 +181,13 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 		}
 	}
 
-	kc := pipeline.KafkaConfig{Brokers: cfg.Kafka.Brokers}
+	kc, err := kafkaConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	if err := pipeline.Probe(ctx, kc); err != nil {
+		return fmt.Errorf("seed: %w", kafkaHint(cfg, err))
+	}
 	srcTopic := cfg.Topic(src.peer.Name)
 	ends, err := pipeline.EndOffsets(ctx, kc, srcTopic)
 	if err != nil {

@@ -270,6 +270,7 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        a.cfg.Kafka.Brokers,
+		Dialer:         a.cfg.Kafka.dialer(),
 		Topic:          a.cfg.Topic,
 		Partition:      part,
 		MinBytes:       1,

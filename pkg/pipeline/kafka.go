@@ -4,13 +4,18 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 // KafkaConfig is what the pipeline needs to reach the brokers.
@@ -19,6 +24,37 @@ type KafkaConfig struct {
 	Partitions        int // partitions of topics Tandem creates
 	ReplicationFactor int // of topics Tandem creates
 	Timeout           time.Duration
+	// TLS, when set, encrypts every connection (producer, admin calls and
+	// partition readers alike); an empty ServerName checks each broker's
+	// host.
+	TLS *tls.Config
+	// SASL, when set, authenticates every connection (see NewSASL).
+	SASL sasl.Mechanism
+}
+
+// NewSASL returns the SASL mechanism named as Kafka's sasl.mechanism names
+// it: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+func NewSASL(mechanism, user, password string) (sasl.Mechanism, error) {
+	switch mechanism {
+	case "PLAIN":
+		return plain.Mechanism{Username: user, Password: password}, nil
+	case "SCRAM-SHA-256":
+		return scram.Mechanism(scram.SHA256, user, password)
+	case "SCRAM-SHA-512":
+		return scram.Mechanism(scram.SHA512, user, password)
+	}
+	return nil, fmt.Errorf("kafka: SASL mechanism %q is not supported; allowed PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", mechanism)
+}
+
+// dialer is what partition readers connect with.
+func (k KafkaConfig) dialer() *kafka.Dialer {
+	return &kafka.Dialer{
+		Timeout:       10 * time.Second,
+		DualStack:     true,
+		ClientID:      "tandem",
+		TLS:           k.TLS,
+		SASLMechanism: k.SASL,
+	}
 }
 
 func (k KafkaConfig) client() *kafka.Client {
@@ -34,8 +70,47 @@ func (k KafkaConfig) client() *kafka.Client {
 			IdleTimeout: 30 * time.Second,
 			MetadataTTL: 5 * time.Second,
 			ClientID:    "tandem",
+			TLS:         k.TLS,
+			SASL:        k.SASL,
 		},
 	}
+}
+
+// Probe connects to the brokers the way every Tandem connection does (TLS,
+// SASL) and asks for the cluster's brokers, trying each broker in turn
+// until one answers. (Metadata, unlike ApiVersions, is refused to a client
+// that has not authenticated.) A wrong password, an untrusted certificate or a listener
+// expecting TLS shows here with its own error, where kafka-go's pooled
+// clients report only a lost connection ("unexpected EOF").
+func Probe(ctx context.Context, k KafkaConfig) error {
+	var errs []error
+	for _, addr := range k.Brokers {
+		err := probe(ctx, k, addr)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("broker %s: %w", addr, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("kafka: no broker of %v answered: %w", k.Brokers, errors.Join(errs...))
+}
+
+func probe(ctx context.Context, k KafkaConfig, addr string) error {
+	timeout := cmp.Or(k.Timeout, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := k.dialer().DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err = conn.Brokers()
+	return err
 }
 
 // EnsureTopic creates topic when it does not exist and returns its number

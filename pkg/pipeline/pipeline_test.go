@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -365,5 +366,17 @@ func TestApplierBatchBytes(t *testing.T) {
 		if len(b) > 3 {
 			t.Errorf("a batch of %d messages of 100 kB (offsets %v); want at most 3 under MaxBatchBytes 250 kB", len(b), b)
 		}
+	}
+}
+
+func TestNewSASL(t *testing.T) {
+	for _, m := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		mech, err := NewSASL(m, "u", "p")
+		if err != nil || mech.Name() != m {
+			t.Errorf("NewSASL(%s) = %v, %v", m, mech, err)
+		}
+	}
+	if _, err := NewSASL("GSSAPI", "u", "p"); err == nil || !strings.Contains(err.Error(), "allowed PLAIN, SCRAM-SHA-256, SCRAM-SHA-512") {
+		t.Errorf("NewSASL(GSSAPI) error %v", err)
 	}
 }
