@@ -22,6 +22,13 @@
 //	devbroker [-listen 127.0.0.1:0] [-partitions 1] [-auto-create=true]
 //	          [-topics a,b:3] [-ready-file PATH] [-log-level warn]
 //	          [-data-dir DIR]
+//	          [-tls-cert FILE -tls-key FILE [-tls-client-ca FILE]]
+//	          [-sasl-mechanism M -sasl-user U -sasl-password-file FILE]
+//
+// The -tls-* and -sasl-* flags make an in-memory broker require TLS (and
+// client certificates) and SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, one
+// superuser), like a Kafka SASL_SSL listener, so that Tandem's kafka.tls and
+// kafka.sasl settings are tested against the real protocol.
 //
 // Once listening (and, with -data-dir, done replaying), the bound address is
 // logged on stderr and, with -ready-file, written atomically to PATH so

@@ -30,6 +30,13 @@ type config struct {
 	logLevel   kfake.LogLevel
 	dataDir    string
 	noFsync    bool
+
+	// Security, for testing Tandem's kafka.tls and kafka.sasl: a TLS
+	// listener with this certificate (and, with tlsClientCA, client
+	// certificates required), and SASL with one user.
+	tlsCert, tlsKey, tlsClientCA string
+	saslMechanism, saslUser      string
+	saslPassword                 string
 }
 
 // run starts the broker, blocks until ctx is cancelled and returns the exit
@@ -74,7 +81,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fsync := fs.Bool("fsync", true,
 		"with -data-dir, fsync the log before acknowledging (group commit); false only writes it to the OS page cache before acknowledging, "+
 			"as a Kafka broker does by default: the log then survives a broker crash or kill but not a machine crash")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate `file` (with -tls-key); in-memory brokers only")
+	fs.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key `file` of -tls-cert")
+	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the PEM CA in this `file` (mutual TLS)")
+	fs.StringVar(&cfg.saslMechanism, "sasl-mechanism", "", "require SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with -sasl-user and -sasl-password-file); in-memory brokers only")
+	fs.StringVar(&cfg.saslUser, "sasl-user", "", "the one SASL user (a superuser)")
+	saslPasswordFile := fs.String("sasl-password-file", "", "`file` holding the SASL user's password (not a flag value: argv is visible to every local user)")
 	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if err := cfg.parseSecurity(*saslPasswordFile); err != nil {
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
@@ -145,6 +161,11 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	if cfg.autoCreate {
 		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
+	sec, err := cfg.securityOpts()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, sec...)
 	if cfg.dataDir != "" {
 		return serveDurable(ctx, cfg, opts, stderr)
 	}

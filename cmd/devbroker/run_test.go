@@ -38,6 +38,15 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"-topics", ":3"}, wantErr: "empty topic name"},
 		{args: []string{"-log-level", "loud"}, wantErr: "want none, error"},
 		{args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{args: []string{"-tls-cert", "c.pem"}, wantErr: "-tls-cert and -tls-key go together"},
+		{args: []string{"-tls-client-ca", "ca.pem"}, wantErr: "-tls-client-ca needs -tls-cert"},
+		{args: []string{"-sasl-mechanism", "GSSAPI"}, wantErr: "want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"},
+		{args: []string{"-sasl-mechanism", "PLAIN", "-sasl-user", "u"}, wantErr: "needs -sasl-user and -sasl-password-file"},
+		{args: []string{"-sasl-user", "u"}, wantErr: "need -sasl-mechanism"},
+		{args: []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-data-dir", "/var/tmp/b"}, wantErr: "only without -data-dir"},
+		{args: []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-client-ca", "ca.pem"}, check: func(c config) bool {
+			return c.tlsCert == "c.pem" && c.tlsKey == "k.pem" && c.tlsClientCA == "ca.pem"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

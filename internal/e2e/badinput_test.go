@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,9 +64,19 @@ func TestMalformedMessageParked(t *testing.T) {
 // with every one of wants in its output.
 func runFails(t *testing.T, bin, cfg string, wants ...string) {
 	t.Helper()
+	runFailsEnv(t, bin, cfg, nil, wants...)
+}
+
+// runFailsEnv is runFails with env added to the environment; it returns
+// the output.
+func runFailsEnv(t *testing.T, bin, cfg string, env []string, wants ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := execOut(ctx, bin, "run", "--config", cfg)
+	cmd := exec.CommandContext(ctx, bin, "run", "--config", cfg)
+	cmd.Env = append(append(os.Environ(), "TANDEM_ADMIN_TOKEN="+adminToken), env...)
+	b, err := cmd.CombinedOutput()
+	out := string(b)
 	if err == nil {
 		t.Fatalf("replicator run succeeded; want a refusal. Output:\n%s", out)
 	}
@@ -77,6 +88,7 @@ func runFails(t *testing.T, bin, cfg string, wants ...string) {
 			t.Errorf("output lacks %q:\n%s", w, tail(out, 3000))
 		}
 	}
+	return out
 }
 
 // TestInvalidConfigNamesField: a bad config is refused before anything

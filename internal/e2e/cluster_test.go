@@ -44,6 +44,9 @@ type cluster struct {
 	pprof bool // serve /debug/pprof/ on the replicators' admin servers
 	// partitions of each site's topic; 0 means 4.
 	partitions int
+	// kafka is YAML added inside every site's kafka section (indented by
+	// two spaces), e.g. tls and sasl.
+	kafka string
 }
 
 type site struct {
@@ -160,13 +163,13 @@ kafka:
   topic_prefix: "%s"
   partitions: %d
   replication_factor: 1
-%sschema:
+%s%sschema:
   meta_schema: %s
   tables: ["%s.*"]
 state_dir: %s
 admin: {listen: "%s", pprof: %t}
 log: {level: info, format: json}
-%s`, s.id, s.name, s.srv.Port, nextServerID(), c.db, c.meta, c.broker.Addr, c.prefix, cmp.Or(c.partitions, 4), peerBlock,
+%s`, s.id, s.name, s.srv.Port, nextServerID(), c.db, c.meta, c.broker.Addr, c.prefix, cmp.Or(c.partitions, 4), c.kafka, peerBlock,
 			c.meta, c.db, filepath.Join(s.dir, "state"), s.admin, c.pprof, extra+s.extra)
 		s.cfg = filepath.Join(s.dir, "replicator.yaml")
 		if err := os.WriteFile(s.cfg, []byte(cfg), 0o600); err != nil {
@@ -177,7 +180,7 @@ log: {level: info, format: json}
 
 // replicatorCmd runs a replicator subcommand to completion.
 func (c *cluster) replicatorCmd(i int, args ...string) (string, error) {
-	return c.replicatorCmdWith(c.sites[i].cfg, nil, args...)
+	return c.replicatorCmdWith(c.sites[i].cfg, c.sites[i].env, args...)
 }
 
 // replicatorCmdWith runs a replicator subcommand to completion with config

@@ -33,6 +33,23 @@ type Broker struct {
 	bin       string
 	mu        sync.Mutex // guards proc
 	proc      *process
+
+	secure *BrokerSecurity // nil: a durable PLAINTEXT broker
+	dialer *kafka.Dialer   // how the readiness check connects
+}
+
+// BrokerSecurity makes NewSecureBroker's broker require TLS, SASL or both.
+type BrokerSecurity struct {
+	// TLS, when its Cert is set, serves TLS with Cert and Key; with
+	// ClientCerts, client certificates signed by TLS.CA are required.
+	TLS         TLSFiles
+	ClientCerts bool
+	// SASLMechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512), when set,
+	// requires SASL as SASLUser with SASLPassword.
+	SASLMechanism, SASLUser, SASLPassword string
+	// Dialer is a kafka-go dialer that passes these checks, for the
+	// readiness check (and the test's own clients).
+	Dialer *kafka.Dialer
 }
 
 // SharedBroker returns the broker shared by all tests of the test binary,
@@ -121,7 +138,31 @@ func (b *Broker) mustBeDedicated(t testing.TB, op string) {
 	}
 }
 
-func startBroker(shared bool) (*Broker, error) {
+// NewSecureBroker starts a broker requiring sec's TLS and SASL for this
+// test only. It keeps its log in memory (devbroker secures only in-memory
+// brokers), so it must not be stopped and started again.
+func NewSecureBroker(t testing.TB, sec BrokerSecurity) *Broker {
+	t.Helper()
+	skipShort(t, "the broker")
+	if sec.Dialer == nil {
+		t.Fatal("testenv: NewSecureBroker needs sec.Dialer for its readiness check")
+	}
+	b, err := startBrokerWith(false, &sec)
+	if err != nil {
+		failStart(t, err)
+		return nil
+	}
+	t.Cleanup(func() {
+		if err := b.cleanup(t.Failed(), t.Logf); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+func startBroker(shared bool) (*Broker, error) { return startBrokerWith(shared, nil) }
+
+func startBrokerWith(shared bool, sec *BrokerSecurity) (*Broker, error) {
 	bin, err := builds.build("./cmd/devbroker")
 	if err != nil {
 		return nil, err
@@ -136,6 +177,11 @@ func startBroker(shared bool) (*Broker, error) {
 		logPath:   filepath.Join(root, "devbroker.log"),
 		readyFile: filepath.Join(root, "ready"),
 		bin:       bin,
+		secure:    sec,
+		dialer:    &kafka.Dialer{Timeout: 2 * time.Second},
+	}
+	if sec != nil {
+		b.dialer = sec.Dialer
 	}
 	// Port 0: the broker binds a free port itself and reports it in the
 	// ready file, so the first start cannot race for the port.
@@ -160,9 +206,17 @@ func (b *Broker) startLocked(listen string) error {
 	if err := os.Remove(b.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("testenv: broker: %w", err)
 	}
-	args := []string{"-listen", listen, "-ready-file", b.readyFile, "-data-dir", filepath.Join(b.root, "data")}
-	if os.Getenv(EnvBrokerFsync) == "0" {
-		args = append(args, "-fsync=false")
+	args := []string{"-listen", listen, "-ready-file", b.readyFile}
+	if b.secure == nil {
+		args = append(args, "-data-dir", filepath.Join(b.root, "data"))
+		if os.Getenv(EnvBrokerFsync) == "0" {
+			args = append(args, "-fsync=false")
+		}
+	} else {
+		var err error
+		if args, err = b.securityArgs(args); err != nil {
+			return err
+		}
 	}
 	proc, err := startProcess(b.bin, args, nil, b.root, b.logPath)
 	if err != nil {
@@ -180,7 +234,7 @@ func (b *Broker) startLocked(listen string) error {
 			return false, nil
 		}
 		addr := strings.TrimSpace(string(data))
-		if lastErr = dialBroker(addr); lastErr != nil {
+		if lastErr = dialBroker(b.dialer, addr); lastErr != nil {
 			return false, nil
 		}
 		b.Addr = addr
@@ -197,10 +251,10 @@ func (b *Broker) startLocked(listen string) error {
 }
 
 // dialBroker connects with kafka-go and asks for metadata.
-func dialBroker(addr string) error {
+func dialBroker(d *kafka.Dialer, addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	conn, err := kafka.DialContext(ctx, "tcp", addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -210,6 +264,24 @@ func dialBroker(addr string) error {
 	}
 	_, err = conn.Brokers()
 	return err
+}
+
+func (b *Broker) securityArgs(args []string) ([]string, error) {
+	sec := b.secure
+	if sec.TLS.Cert != "" {
+		args = append(args, "-tls-cert", sec.TLS.Cert, "-tls-key", sec.TLS.Key)
+		if sec.ClientCerts {
+			args = append(args, "-tls-client-ca", sec.TLS.CA)
+		}
+	}
+	if sec.SASLMechanism != "" {
+		pw := filepath.Join(b.root, "sasl-password")
+		if err := os.WriteFile(pw, []byte(sec.SASLPassword), 0o600); err != nil {
+			return nil, fmt.Errorf("testenv: broker: %w", err)
+		}
+		args = append(args, "-sasl-mechanism", sec.SASLMechanism, "-sasl-user", sec.SASLUser, "-sasl-password-file", pw)
+	}
+	return args, nil
 }
 
 func (b *Broker) cleanup(keepLogs bool, logf func(string, ...any)) error {
