@@ -62,6 +62,19 @@ func New(wallMillis uint64, logical uint16, site uint8) Timestamp {
 	return Timestamp(wallMillis<<(LogicalBits+SiteBits) | uint64(logical&MaxLogical)<<SiteBits | uint64(site))
 }
 
+// InitialLoad is the version `replicator backfill` gives a row that existed
+// at site before replication started (version 0). It is above 0, so it
+// replaces a version-0 copy of the row at another site, and below every
+// version a clock issues (its wall time is 0), so any write made since
+// replication started wins over it. Two sites' initial-load versions of
+// one row differ only in their site ids: the higher id wins, the same way
+// everywhere.
+func InitialLoad(site uint8) Timestamp { return New(0, 1, site) }
+
+// IsInitialLoad reports whether t is an InitialLoad version (wall time 0,
+// not zero).
+func (t Timestamp) IsInitialLoad() bool { return t != 0 && t.WallMillis() == 0 }
+
 // FromTick builds a Timestamp from a tick (wall<<12|logical) and a site.
 func FromTick(tick uint64, site uint8) Timestamp {
 	return Timestamp(tick<<SiteBits | uint64(site))

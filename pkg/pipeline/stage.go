@@ -30,7 +30,9 @@ func CommitTime(t *event.Txn) time.Time {
 	for i := range t.Changes {
 		v = max(v, uint64(t.Changes[i].Version))
 	}
-	if v == 0 {
+	if hlc.Timestamp(v).WallMillis() == 0 {
+		// No version, or an initial-load version (replicator backfill):
+		// not a commit time.
 		return time.Time{}
 	}
 	return hlc.Timestamp(v).Time()

@@ -95,7 +95,7 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 	}
 	for _, tp := range p.tables {
 		for _, it := range tp.items {
-			switch decide(pol, it) {
+			switch decide(pol, it, a.s.cfg.Site) {
 			case conflict.Apply:
 				it.state = statePending
 			case conflict.Duplicate:
@@ -109,8 +109,7 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 					it.state = statePending
 				}
 			default:
-				current := pol.Max(it.rowV, it.tombV)
-				a.lose(tp.meta, it, current, kindLost, "")
+				a.lose(tp.meta, it, localVersion(pol, it, a.s.cfg.Site), kindLost, "")
 			}
 		}
 	}
@@ -130,6 +129,18 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 // lose records that it lost to the local version current: a conflict of
 // kind (kindLost or kindUniqueKey).
 func (a *applier) lose(m *tableMeta, it *item, current hlc.Timestamp, kind, detail string) {
+	if kind == kindLost && it.ch.Version.IsInitialLoad() {
+		if !current.IsInitialLoad() {
+			// A copy of the row from before replication lost to a
+			// write made since: out of date, not a conflict.
+			it.state = stateObsolete
+			return
+		}
+		// Both sites held the row before replication (the same or
+		// different contents: the sink does not read them); the higher
+		// site id's copy is kept everywhere. Worth a look, so logged.
+		detail = "initial load: both sites held this row before replication started; the copy of the site with the higher id is kept"
+	}
 	it.state = stateConflict
 	if h := a.s.cfg.Policy.HomeSite; kind == kindLost && h != 0 && current.Site() == h && it.ch.Version.Site() != h && it.ch.Version > current {
 		// It would have won on its HLC: a write at a non-home site of a

@@ -299,6 +299,8 @@ func (r *Result) tally(p *plan) {
 				r.Duplicates++
 			case stateConflict:
 				r.Conflicts++
+			case stateObsolete:
+				r.Superseded++
 			}
 		}
 	}

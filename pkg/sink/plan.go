@@ -20,6 +20,7 @@ const (
 	stateApplied                    // written
 	stateDuplicate                  // the target already had the version
 	stateConflict                   // lost, or broke a unique key; logged
+	stateObsolete                   // an initial-load version a later write overtook; counted as superseded
 )
 
 // item is one row (schema, table, primary key) of a batch, carrying the
@@ -215,11 +216,28 @@ func checkChange(ch *event.Change) error {
 }
 
 // decide sets it.state from the versions read under lock.
-func decide(p conflict.Policy, it *item) conflict.Decision {
-	var current hlc.Timestamp
+func decide(p conflict.Policy, it *item, site uint8) conflict.Decision {
+	return p.Resolve(localVersion(p, it, site), it.ch.Version)
+}
+
+// localVersion is the version it's incoming change competes with at this
+// site: the row's (when present) or its tombstone's, whichever wins.
+//
+// Against an initial-load change (hlc.InitialLoad, from `replicator
+// backfill` at the origin) a row still at version 0 — it existed here
+// before replication and this site's backfill has not stamped it yet —
+// counts as this site's initial-load version, which it is about to get.
+// So two sites' pre-existing copies of a row settle on the higher site
+// id's whichever backfill runs first: without this, the first one to
+// arrive would overwrite the other site's version-0 copy before that
+// site could stamp and publish it.
+func localVersion(p conflict.Policy, it *item, site uint8) hlc.Timestamp {
+	var row hlc.Timestamp
 	if it.present {
-		current = it.rowV
+		row = it.rowV
+		if row == 0 && it.ch.Version.IsInitialLoad() {
+			row = hlc.InitialLoad(site)
+		}
 	}
-	current = p.Max(current, it.tombV)
-	return p.Resolve(current, it.ch.Version)
+	return p.Max(row, it.tombV)
 }

@@ -109,7 +109,11 @@ type Result struct {
 	// logged in _tandem_conflicts.
 	Conflicts int
 	// Superseded counts changes overtaken by a newer version of the same
-	// row later in the same batch: only the newest is written.
+	// row later in the same batch: only the newest is written. It also
+	// counts initial-load versions (hlc.InitialLoad, from `replicator
+	// backfill`) that lost to a write made at the target since replication
+	// started: the row's pre-replication copy is simply out of date, which
+	// is no conflict.
 	Superseded int
 	// Deletes is the number of rows deleted; Tombstones the number of
 	// tombstones written (a winning delete always writes one, whether or
