@@ -34,6 +34,10 @@ commands:
                                       site as of one snapshot, and where its sinks start
                                       (--from-admin: that peer's admin server, needed with
                                       more than one peer; see docs/operations.md)
+  backfill --config FILE [--chunk N] [--rate ROWS/S] [--table SCHEMA.TABLE]... [--dry-run]
+                                      stamp the rows that existed before replication started
+                                      (version 0) so that they replicate; run at every site
+                                      (see docs/operations.md)
   checkpoint show --config FILE       print the stored binlog position
   checkpoint reset --config FILE      forget the stored binlog position (after a purge; see docs)
   version                             print the version
@@ -57,6 +61,8 @@ func Main(ctx context.Context, args []string, env func(string) string, stdout, s
 		err = cmdSchema(ctx, args[1], args[2:], env, stdout)
 	case "seed":
 		err = cmdSeed(ctx, args[1:], env, stdout)
+	case "backfill":
+		err = cmdBackfill(ctx, args[1:], env, stdout)
 	case "checkpoint":
 		if len(args) < 2 || (args[1] != "show" && args[1] != "reset") {
 			fmt.Fprint(stderr, "replicator checkpoint: want `show` or `reset`\n\n"+usage)
