@@ -42,9 +42,11 @@
 //
 // Rows that exist when prepare adds the version column get version 0, which
 // every real version beats; the first local write after prepare stamps a
-// real one. Tandem replicates changes, not the existing data: every site
-// must hold the same rows before replication starts (restore one backup on
-// all sites, then prepare each). Initial load is out of scope here.
+// real one. Tandem replicates changes, so such a row reaches the other
+// sites only when it changes: either every site holds the same rows
+// before replication starts (one backup restored on all sites), or
+// `replicator backfill` stamps them with hlc.InitialLoad, which publishes
+// them (docs/operations.md, "Loading existing data into running sites").
 //
 // # Known limits
 //
