@@ -43,8 +43,10 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// Tenants configures tenant resolution and the registry (tenants.go).
 	Tenants Tenants `yaml:"tenants"`
-	Admin   Admin   `yaml:"admin"`
-	Log     Log     `yaml:"log"`
+	// HA configures site-level high availability (ha.go).
+	HA    HA    `yaml:"ha"`
+	Admin Admin `yaml:"admin"`
+	Log   Log   `yaml:"log"`
 }
 
 // Site identifies the local site.
@@ -351,6 +353,7 @@ func Default() *Config {
 			ReconcileWindow:   Duration(2 * time.Minute),
 		},
 		Tenants: defaultTenants(),
+		HA:      defaultHA(),
 		Admin:   Admin{Listen: DefaultAdminListen},
 		Log:     Log{Level: LevelInfo, Format: FormatJSON},
 	}
@@ -377,6 +380,9 @@ func (c *Config) Redacted() *Config {
 	}
 	if r.Kafka.SASL.Password != "" {
 		r.Kafka.SASL.Password = redacted
+	}
+	if r.HA.Redis.Password != "" {
+		r.HA.Redis.Password = redacted
 	}
 	return r
 }

@@ -171,6 +171,7 @@ func (o *overrides) apply(c *Config) {
 	o.secret(&c.Database.Password, &c.Database.PasswordFile, "database.password", EnvDatabasePassword, EnvDatabasePasswordFile)
 	o.secret(&c.Admin.Token, &c.Admin.TokenFile, "admin.token", EnvAdminToken, EnvAdminTokenFile)
 	o.secret(&c.Tenants.Redis.Password, &c.Tenants.Redis.PasswordFile, "tenants.redis.password", EnvRedisPassword, EnvRedisPasswordFile)
+	o.secret(&c.HA.Redis.Password, &c.HA.Redis.PasswordFile, "ha.redis.password", EnvHARedisPassword, EnvHARedisPasswordFile)
 	o.secret(&c.Kafka.SASL.Password, &c.Kafka.SASL.PasswordFile, "kafka.sasl.password", EnvKafkaSASLPassword, EnvKafkaSASLPasswordFile)
 }
 

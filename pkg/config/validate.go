@@ -71,6 +71,7 @@ func (c *Config) check() problems {
 		ps.add("state_dir", "required; set a directory for the replicator's Pebble store (or %s)", EnvStateDir)
 	}
 	c.Tenants.check(&ps)
+	c.checkHA(&ps)
 	c.Admin.check(&ps)
 	c.Log.check(&ps)
 	return ps
