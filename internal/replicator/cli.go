@@ -19,6 +19,7 @@ import (
 	"github.com/tandemdb/tandem/pkg/admin"
 	"github.com/tandemdb/tandem/pkg/checkpoint"
 	"github.com/tandemdb/tandem/pkg/config"
+	"github.com/tandemdb/tandem/pkg/lease"
 	"github.com/tandemdb/tandem/pkg/schema"
 )
 
@@ -151,6 +152,12 @@ func cmdRun(ctx context.Context, args []string, env func(string) string, stderr 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.HA.Enabled {
+		log.Info("replicator starting with site-level HA", zap.Uint8("site_id", cfg.Site.ID), zap.String("admin", cfg.Admin.Listen))
+		err := runHA(ctx, cfg, log, reg)
+		log.Info("replicator stopped", zap.Error(err))
+		return err
+	}
 	r, err := New(ctx, cfg, log, reg)
 	if err != nil {
 		return err
@@ -261,12 +268,47 @@ func cmdCheckpoint(sub string, args []string, env func(string) string, stdout io
 		return err
 	}
 	defer st.Close()
+	ctx := context.Background()
 	if sub == "reset" {
 		if err := st.ResetPosition(); err != nil {
 			return err
 		}
+		if cfg.HA.Enabled {
+			// The site's shared checkpoint too; run with every replicator
+			// of the site stopped.
+			rdb := haClient(cfg)
+			defer rdb.Close()
+			p, site := cfg.HA.Redis.KeyPrefix, cfg.Site.Name
+			if err := lease.ForceState(ctx, rdb, p, site, stateReset, "1"); err != nil {
+				return err
+			}
+			if err := lease.ForceState(ctx, rdb, p, site, statePosition, ""); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "checkpoint reset (this replicator's and the site's shared one): the next leader reads from the source's current position")
+			return nil
+		}
 		fmt.Fprintln(stdout, "checkpoint reset: the next start reads from the source's current position")
 		return nil
+	}
+	if cfg.HA.Enabled {
+		rdb := haClient(cfg)
+		defer rdb.Close()
+		v, ok, err := lease.LoadState(ctx, rdb, cfg.HA.Redis.KeyPrefix, cfg.Site.Name, statePosition)
+		if err != nil {
+			return err
+		}
+		holder, epoch, err := lease.Holder(ctx, rdb, cfg.HA.Redis.KeyPrefix, cfg.Site.Name)
+		if err != nil {
+			return err
+		}
+		if holder == "" {
+			holder = "nobody"
+		}
+		if !ok {
+			v = "none"
+		}
+		fmt.Fprintf(stdout, "shared (the leader's, in Redis): %s\nlease: held by %s (epoch %d)\nthis replicator's state_dir: ", v, holder, epoch)
 	}
 	pos, ok, err := st.Position()
 	if err != nil {

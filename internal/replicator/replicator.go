@@ -48,7 +48,14 @@ type Replicator struct {
 
 // New opens local state and connections and checks the source, refusing to
 // start on a misconfigured server (the error says how to fix it).
-func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (_ *Replicator, err error) {
+func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry) (*Replicator, error) {
+	return newReplicator(ctx, cfg, log, reg, nil)
+}
+
+// newReplicator is New for the leader of a site with several replicators
+// when ha is set: the reader's checkpoint and the HLC bound are shared
+// through the lease, and every apply carries the lease's fencing epoch.
+func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *prometheus.Registry, ha *leader) (_ *Replicator, err error) {
 	r := &Replicator{cfg: cfg, log: log, reg: reg}
 	defer func() {
 		if err != nil {
@@ -58,8 +65,17 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 	if r.store, err = checkpoint.Open(cfg.StateDir); err != nil {
 		return nil, err
 	}
+	var cps interface {
+		pipeline.CheckpointStore
+		hlc.UpperBoundStore
+	} = r.store
+	epoch := func() uint64 { return 0 }
+	if ha != nil {
+		cps = &sharedStore{local: r.store, leader: ha}
+		epoch = ha.lease.Epoch
+	}
 	r.clock, err = hlc.NewClock(cfg.Site.ID, hlc.SystemClock{Offset: cfg.Clock.WallOffset.Duration()},
-		hlc.Options{MaxOffset: cfg.Clock.MaxOffset.Duration(), Store: r.store})
+		hlc.Options{MaxOffset: cfg.Clock.MaxOffset.Duration(), Store: cps})
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +145,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 		Fatal: isFatal,
 		Split: split,
 		Stage: stages.forOrigin(cfg.Site.Name),
-	}, r.reader, r.prod, r.store, log.Named("source"))
+	}, r.reader, r.prod, cps, log.Named("source"))
 	r.obs.watchSource(r.source, r.reader, r.clock, cfg.LocalTopic())
 
 	for _, p := range cfg.Peers {
@@ -162,6 +178,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promethe
 			MaxRetries: cfg.Sink.MaxRetries,
 			Tenants:    ten,
 			Stage:      stages.forOrigin(p.Name),
+			Epoch:      epoch,
 		}, s, obs, log.Named("apply").With(zap.String("origin", p.Name))))
 	}
 	if r.tenants != nil {
@@ -180,7 +197,7 @@ func (r *Replicator) peerNames() map[uint8]string {
 
 // isFatal says which source errors no retry can fix.
 func isFatal(err error) bool {
-	return errors.Is(err, binlog.ErrPositionPurged)
+	return errors.Is(err, binlog.ErrPositionPurged) || errors.Is(err, errSharedCheckpointLost)
 }
 
 // checkMeta refuses to start when `schema prepare` has not been run, with

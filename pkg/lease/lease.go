@@ -236,3 +236,26 @@ func Holder(ctx context.Context, c redis.UniversalClient, prefix, site string) (
 	}
 	return v[:i], e, nil
 }
+
+// ForceState sets field of site's shared state to value ("" deletes it)
+// whoever holds the lease: for operators' commands run while the site's
+// replicators are stopped (`replicator checkpoint reset`).
+func ForceState(ctx context.Context, c redis.UniversalClient, prefix, site, field, value string) error {
+	key := prefix + "ha/" + site + "/state"
+	var err error
+	if value == "" {
+		err = c.HDel(ctx, key, field).Err()
+	} else {
+		err = c.HSet(ctx, key, field, value).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("lease: set %s of %s: %w", field, key, err)
+	}
+	return nil
+}
+
+// LoadState reads field of site's shared state without a handle.
+func LoadState(ctx context.Context, c redis.UniversalClient, prefix, site, field string) (string, bool, error) {
+	l := &Lease{cfg: Config{Client: c}, stateKey: prefix + "ha/" + site + "/state"}
+	return l.LoadState(ctx, field)
+}

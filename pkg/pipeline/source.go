@@ -15,6 +15,14 @@ import (
 	"github.com/tandemdb/tandem/pkg/event"
 )
 
+// CheckpointStore persists the reader's resume position: a
+// checkpoint.Store, or under site-level HA a store shared by the site's
+// replicators through the lease.
+type CheckpointStore interface {
+	Position() (pos event.Position, ok bool, err error)
+	SavePosition(pos event.Position) error
+}
+
 // BinlogReader is what a Source needs from pkg/binlog.
 type BinlogReader interface {
 	CurrentPosition(ctx context.Context) (event.Position, error)
@@ -103,14 +111,14 @@ type Source struct {
 	cfg      SourceConfig
 	reader   BinlogReader
 	producer *Producer
-	store    *checkpoint.Store
+	store    CheckpointStore
 	log      *zap.Logger
 	stats    SourceStats
 	ready    atomic.Bool
 }
 
 // NewSource assembles a Source.
-func NewSource(cfg SourceConfig, reader BinlogReader, producer *Producer, store *checkpoint.Store, log *zap.Logger) *Source {
+func NewSource(cfg SourceConfig, reader BinlogReader, producer *Producer, store CheckpointStore, log *zap.Logger) *Source {
 	cfg.defaults()
 	return &Source{cfg: cfg, reader: reader, producer: producer, store: store, log: log}
 }
