@@ -204,6 +204,13 @@ func (c *cluster) prepare() {
 // start launches site i's replicator and waits until it is ready.
 func (c *cluster) start(i int) {
 	c.t.Helper()
+	c.launch(i)
+	c.waitReady(i)
+}
+
+// launch starts site i's replicator process without waiting for it.
+func (c *cluster) launch(i int) {
+	c.t.Helper()
 	s := c.sites[i]
 	s.mu.Lock()
 	if s.cmd != nil {
@@ -234,7 +241,6 @@ func (c *cluster) start(i int) {
 	}()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	c.waitReady(i)
 }
 
 func (c *cluster) waitReady(i int) {
