@@ -14,8 +14,8 @@ import (
 )
 
 // Queues are the durable per-tenant queues of one applier (one peer's
-// topic, the scope), kept in the replicator's Pebble store under the
-// "tenant/" prefix. A tenant's messages go here, in partition order, while
+// topic, the scope), kept in a KV under the "tenant/" prefix: the
+// replicator's Pebble store, or under site-level HA the site's database. A tenant's messages go here, in partition order, while
 // it is paused, over its rate limit, or behind a dead-lettered message;
 // they are replayed in order, and once the queue is empty the tenant's
 // messages flow directly again.
@@ -33,7 +33,7 @@ import (
 // them again, which the sink's stored per-tenant replay offset turns into
 // a no-op (see Entry.Seq).
 type Queues struct {
-	db    *pebble.DB
+	kv    KV
 	scope string
 	qpfx  []byte // queue entries of this scope
 	spfx  []byte // seen index of this scope
@@ -76,33 +76,40 @@ const (
 	CauseDead      = "dead"
 )
 
-// OpenQueues loads the queues of scope (usually the peer's topic).
+// OpenQueues loads the queues of scope (usually the peer's topic) from the
+// replicator's Pebble store.
 func OpenQueues(db *pebble.DB, scope string) (*Queues, error) {
+	return OpenQueuesIn(PebbleKV{DB: db}, scope)
+}
+
+// OpenQueuesIn loads the queues of scope from kv.
+func OpenQueuesIn(kv KV, scope string) (*Queues, error) {
 	q := &Queues{
-		db: db, scope: scope,
+		kv: kv, scope: scope,
 		qpfx:  appendPart([]byte("tenant/q/"), scope),
 		spfx:  appendPart([]byte("tenant/s/"), scope),
 		depth: map[string]int{}, dead: map[string]int{},
 		now: time.Now,
 	}
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: q.qpfx, UpperBound: prefixEnd(q.qpfx)})
-	if err != nil {
-		return nil, fmt.Errorf("tenant queues %s: open: %w", scope, err)
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
+	var corrupt error
+	err := kv.Scan(q.qpfx, prefixEnd(q.qpfx), func(k, v []byte) bool {
 		var e Entry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return nil, fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", scope, it.Key(), err)
+		if err := json.Unmarshal(v, &e); err != nil {
+			corrupt = fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", scope, k, err)
+			return false
 		}
 		q.depth[e.Tenant]++
 		if e.Dead {
 			q.dead[e.Tenant]++
 		}
 		q.lastSeq = max(q.lastSeq, e.Seq)
-	}
-	if err := it.Error(); err != nil {
+		return true
+	})
+	if err != nil {
 		return nil, fmt.Errorf("tenant queues %s: scan: %w", scope, err)
+	}
+	if corrupt != nil {
+		return nil, corrupt
 	}
 	return q, nil
 }
@@ -138,15 +145,11 @@ func (q *Queues) seenKey(part int, off int64) []byte {
 
 // Seen reports whether the message at (part, off) is queued.
 func (q *Queues) Seen(part int, off int64) (bool, error) {
-	_, closer, err := q.db.Get(q.seenKey(part, off))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
+	ok, err := q.kv.Has(q.seenKey(part, off))
 	if err != nil {
 		return false, fmt.Errorf("tenant queues %s: read index: %w", q.scope, err)
 	}
-	closer.Close()
-	return true, nil
+	return ok, nil
 }
 
 // Depth is the number of queued messages of tenant (dead ones included).
@@ -187,8 +190,7 @@ func (q *Queues) Append(es []Entry) error {
 	}
 	q.mu.Lock()
 	now := q.now()
-	b := q.db.NewBatch()
-	defer b.Close()
+	sets := make([]KVPair, 0, 2*len(es))
 	seq := max(q.lastSeq+1, uint64(now.UnixMicro()))
 	for i := range es {
 		e := &es[i]
@@ -199,8 +201,7 @@ func (q *Queues) Append(es []Entry) error {
 			q.mu.Unlock()
 			return fmt.Errorf("tenant queues %s: encode entry: %w", q.scope, err)
 		}
-		b.Set(q.entryKey(e.Tenant, e.Seq), v, nil)
-		b.Set(q.seenKey(e.Partition, e.Offset), nil, nil)
+		sets = append(sets, KVPair{q.entryKey(e.Tenant, e.Seq), v}, KVPair{q.seenKey(e.Partition, e.Offset), nil})
 	}
 	q.lastSeq = seq - 1
 	// Counted before the write lands so that a concurrent decision sees
@@ -212,7 +213,7 @@ func (q *Queues) Append(es []Entry) error {
 		}
 	}
 	q.mu.Unlock()
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := q.kv.Write(sets, nil); err != nil {
 		q.mu.Lock()
 		for _, e := range es {
 			q.dec(e)
@@ -256,24 +257,19 @@ func (q *Queues) Head(tenant string, n, maxBytes int) ([]Entry, error) {
 // many megabytes).
 func (q *Queues) Scan(tenant string, fn func(Entry) bool) error {
 	p := q.tenantPrefix(tenant)
-	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	var corrupt error
+	err := q.kv.Scan(p, prefixEnd(p), func(k, v []byte) bool {
+		var e Entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			corrupt = fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", q.scope, k, err)
+			return false
+		}
+		return fn(e)
+	})
 	if err != nil {
 		return fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
 	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		var e Entry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return fmt.Errorf("tenant queues %s: entry %x is corrupt: %w", q.scope, it.Key(), err)
-		}
-		if !fn(e) {
-			break
-		}
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("tenant queues %s: read %q: %w", q.scope, tenant, err)
-	}
-	return nil
+	return corrupt
 }
 
 // Remove deletes replayed (or skipped) entries.
@@ -281,13 +277,11 @@ func (q *Queues) Remove(es []Entry) error {
 	if len(es) == 0 {
 		return nil
 	}
-	b := q.db.NewBatch()
-	defer b.Close()
+	dels := make([][]byte, 0, 2*len(es))
 	for _, e := range es {
-		b.Delete(q.entryKey(e.Tenant, e.Seq), nil)
-		b.Delete(q.seenKey(e.Partition, e.Offset), nil)
+		dels = append(dels, q.entryKey(e.Tenant, e.Seq), q.seenKey(e.Partition, e.Offset))
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := q.kv.Write(nil, dels); err != nil {
 		return fmt.Errorf("tenant queues %s: remove %d entries: %w", q.scope, len(es), err)
 	}
 	q.mu.Lock()
@@ -304,7 +298,7 @@ func (q *Queues) put(e Entry) error {
 	if err != nil {
 		return fmt.Errorf("tenant queues %s: encode entry: %w", q.scope, err)
 	}
-	if err := q.db.Set(q.entryKey(e.Tenant, e.Seq), v, pebble.Sync); err != nil {
+	if err := q.kv.Write([]KVPair{{q.entryKey(e.Tenant, e.Seq), v}}, nil); err != nil {
 		return fmt.Errorf("tenant queues %s: update entry: %w", q.scope, err)
 	}
 	return nil
