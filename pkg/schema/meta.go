@@ -110,6 +110,16 @@ func metaTables(v string) []metaTable {
 		},
 		pk: []string{"origin"},
 	}, {
+		name:    State,
+		comment: "Tandem: replicator state shared by a site's replicators (tenant queues under HA)",
+		columns: []metaColumn{
+			// Keys compare byte for byte, as in Pebble; 3072 bytes is
+			// InnoDB's longest index key.
+			{"k", "VARBINARY(3072)", "NOT NULL"},
+			{"v", "LONGBLOB", "NOT NULL"},
+		},
+		pk: []string{"k"},
+	}, {
 		name:    Heartbeat,
 		comment: "Tandem: per-site heartbeats; replicated like data to measure lag",
 		columns: []metaColumn{

@@ -49,6 +49,10 @@ const (
 	// sink has applied; tombstones below the lowest watermark of all sites
 	// can be collected.
 	Watermarks = "_tandem_watermarks"
+	// State is a key-value table of replicator state that every
+	// replicator of a site must reach: under site-level HA the tenant
+	// queues live there, so that a replicator taking over finds them.
+	State = "_tandem_state"
 
 	// ApplySessionVar is set to 1 by sink sessions. Triggers leave versions
 	// and tombstones alone when it is set, because the sink writes them

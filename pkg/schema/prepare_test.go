@@ -134,10 +134,10 @@ func TestPrepareIsIdempotent(t *testing.T) {
 	before := f.snapshot(t)
 
 	plan := f.inspect(t)
-	// schema + 6 bookkeeping tables; per replicated table (2 bookkeeping, 3
+	// schema + 7 bookkeeping tables; per replicated table (2 bookkeeping, 3
 	// test tables): tombstone + 4 triggers, plus the version column of
 	// each test table.
-	if want := 1 + 6 + 5*5 + 3; len(plan.Steps) != want {
+	if want := 1 + 7 + 5*5 + 3; len(plan.Steps) != want {
 		t.Errorf("first plan has %d steps; want %d:\n%s", len(plan.Steps), want, plan)
 	}
 	script := plan.String()
