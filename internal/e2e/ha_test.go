@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/internal/workload"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // TestHAFailover: site s1 runs two replicators with the same configuration
@@ -180,4 +183,64 @@ func waitRows(t *testing.T, c *cluster, i, n int) {
 		err := c.dbAt(i).QueryRow("SELECT COUNT(*) FROM " + c.db + ".items").Scan(&got)
 		return err == nil && got >= n
 	})
+}
+
+// TestHATenantQueuesSurviveFailover: under site-level HA the tenant queues
+// live in the site's database, so a takeover keeps them. B runs two
+// replicators and applies A's writes; tenant T is paused at B, so B's
+// leader queues T's messages while U's flow. The leader is SIGKILLed: the
+// standby takes over with T's queue, keeps queueing T's later writes, and
+// on resume applies all of T's rows in full.
+func TestHATenantQueuesSurviveFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	redisSrv := testenv.SharedRedis(t)
+	c := newCluster(t, testenv.SharedBroker(t), testenv.SharedMariaDB(t, 1), testenv.SharedMariaDB(t, 2))
+	for _, s := range c.sites {
+		s.srv.Exec(t, fmt.Sprintf(tenantDDL, c.db))
+	}
+	b := c.sites[1]
+	c.sites = append(c.sites, &site{id: b.id, name: b.name, srv: b.srv, dir: t.TempDir(), admin: freeAddr(t)})
+	c.peers = [][]int{{}, {0}, {0}}
+	prefix := testenv.KeyPrefix(t)
+	c.writeConfigs(tenantsYAML(redisSrv.Addr, prefix, "10s", c.db) +
+		fmt.Sprintf("ha: {enabled: true, redis: {addr: %q, key_prefix: %q}, lease_ttl: 3s, renew_interval: 500ms}\n", redisSrv.Addr, prefix))
+	c.prepare()
+	e := &tenantEnv{cluster: c, redis: redisSrv, keyPrefix: prefix,
+		reg: tenant.NewRegistry(tenant.RegistryConfig{Client: redisSrv.Client(t), Prefix: prefix}, zap.NewNop())}
+
+	e.start(0)
+	e.start(1)
+	e.launch(2)
+	e.waitStandby(2)
+	e.setMode(1, "tenT", tenant.ModePaused)
+	a := e.dbAt(0)
+	next := writeInterleaved(t, a, e.db, 1, 100, 50, "tenT", "tenU")
+	testenv.WaitFor(t, 60*time.Second, "U's 5000 rows at B while T is paused", func() bool { return e.countTenant(1, "tenU") == 5000 })
+	testenv.WaitFor(t, 30*time.Second, "T's messages queued at B's leader", func() bool {
+		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) >= 100
+	})
+
+	e.kill(1)
+	e.waitReady(2)
+	if mode := e.tenantMode(2, "tenT"); mode != "paused" {
+		t.Fatalf("T is %s at the new leader", mode)
+	}
+	if d := e.metric(2, "tandem_tenant_queue_depth", `tenant="tenT"`); d < 100 {
+		t.Fatalf("the new leader holds %v of T's queued messages, want the former leader's 100 or more", d)
+	}
+	writeInterleaved(t, a, e.db, next, 10, 25, "tenT", "tenU")
+	testenv.WaitFor(t, 60*time.Second, "U's writes after the takeover", func() bool { return e.countTenant(1, "tenU") == 5250 })
+	if n := e.countTenant(1, "tenT"); n != 0 {
+		t.Fatalf("paused tenant T has %d rows at B after the takeover", n)
+	}
+	e.setMode(2, "tenT", tenant.ModeActiveActive)
+	testenv.WaitFor(t, 60*time.Second, "T complete at B after resume", func() bool { return e.countTenant(1, "tenT") == 5250 })
+	if ra, rb := e.tenantRows(0, "tenT"), e.tenantRows(1, "tenT"); ra != rb {
+		t.Fatal("T's rows differ between A and B after resume")
+	}
+	if ra, rb := e.tenantRows(0, "tenU"), e.tenantRows(1, "tenU"); ra != rb {
+		t.Fatal("U's rows differ between A and B")
+	}
 }

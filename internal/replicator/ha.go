@@ -148,8 +148,9 @@ func (s *sharedStore) SaveUpperBound(wallMillis uint64) error {
 	return s.leader.lease.SaveState(ctx, stateHLCBound, strconv.FormatUint(wallMillis, 10))
 }
 
-// fence raises every row of _tandem_offsets to epoch, so that any apply
-// transaction a former leader starts later is refused.
+// fence raises every row of _tandem_offsets, and the tenant queues' epoch
+// row of _tandem_state, to epoch, so that any apply or queue transaction a
+// former leader starts later is refused.
 //
 // A former leader that froze (a long GC or VM pause, SIGSTOP) in the
 // middle of an apply transaction still holds its offsets row locked, and
@@ -161,7 +162,7 @@ func (s *sharedStore) SaveUpperBound(wallMillis uint64) error {
 // Seeing other connections' transactions needs the PROCESS privilege;
 // killing a connection of the same account needs nothing more. Without
 // PROCESS it says so and keeps waiting for the transaction to end.
-func fence(ctx context.Context, db *sql.DB, offsets string, epoch uint64, patience time.Duration, log *zap.Logger) error {
+func fence(ctx context.Context, db *sql.DB, offsets, state string, epoch uint64, patience time.Duration, log *zap.Logger) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -173,8 +174,24 @@ func fence(ctx context.Context, db *sql.DB, offsets string, epoch uint64, patien
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := conn.ExecContext(ctx, "UPDATE "+offsets+" SET epoch = ? WHERE epoch < ?", epoch, epoch)
-		done <- err
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+		if _, err := tx.ExecContext(ctx, "UPDATE "+offsets+" SET epoch = ? WHERE epoch < ?", epoch, epoch); err != nil {
+			done <- err
+			return
+		}
+		// The tenant queues' epoch row (statekv.go).
+		e := strconv.FormatUint(epoch, 10)
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+state+" (k, v) VALUES (?, ?) "+
+			"ON DUPLICATE KEY UPDATE v = IF(CAST(v AS UNSIGNED) < CAST(VALUES(v) AS UNSIGNED), VALUES(v), v)", epochKey, e); err != nil {
+			done <- err
+			return
+		}
+		done <- tx.Commit()
 	}()
 	wait := min(patience/4, time.Second)
 	warned := false
@@ -192,12 +209,12 @@ func fence(ctx context.Context, db *sql.DB, offsets string, epoch uint64, patien
 		blockers, err := lockBlockers(ctx, db, id)
 		switch {
 		case err != nil && !warned:
-			log.Warn("fencing waits for a transaction holding _tandem_offsets (a former leader's, frozen?) and cannot see which one: grant PROCESS to this account so it can end it; waiting",
+			log.Warn("fencing waits for a transaction holding _tandem_offsets or _tandem_state (a former leader's, frozen?) and cannot see which one: grant PROCESS to this account so it can end it; waiting",
 				zap.Error(err))
 			warned = true
 		case len(blockers) > 0:
 			for _, b := range blockers {
-				log.Warn("ending a transaction that holds _tandem_offsets against the fencing update (a former leader's)", zap.Uint64("connection", b))
+				log.Warn("ending a transaction that holds _tandem_offsets or _tandem_state against the fencing update (a former leader's)", zap.Uint64("connection", b))
 				if _, err := db.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatUint(b, 10)); err != nil {
 					log.Warn("could not kill the connection; waiting for its transaction to end", zap.Uint64("connection", b), zap.Error(err))
 				}
@@ -266,6 +283,17 @@ func runHA(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promet
 	defer db.Close()
 	db.SetMaxOpenConns(3) // the fencing update, and one to look up and end what blocks it
 	offsets := schema.QuoteIdent(cfg.Schema.MetaSchema) + "." + schema.QuoteIdent(schema.Offsets)
+	state := schema.QuoteIdent(cfg.Schema.MetaSchema) + "." + schema.QuoteIdent(schema.State)
+
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
+		cfg.Schema.MetaSchema, schema.Offsets, schema.State).Scan(&n); err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.Addr(), err)
+	}
+	if n != 2 {
+		return fmt.Errorf("database %s: ha needs Tandem's tables %s and %s in schema %q; run `replicator schema prepare --config FILE` (it adds %s, new in this version, to a prepared site)",
+			cfg.Database.Addr(), schema.Offsets, schema.State, cfg.Schema.MetaSchema, schema.State)
+	}
 
 	leaderGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_ha_leader",
 		Help: "1 while this replicator holds its site's lease and replicates, 0 while it stands by.", ConstLabels: prometheus.Labels{"site": cfg.Site.Name}})
@@ -379,7 +407,7 @@ func runHA(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promet
 	// refused (sink.ErrFenced) even on a partition this one has not
 	// applied to yet. The lease is renewed meanwhile: this may wait for a
 	// frozen former leader's transaction.
-	if err := fence(lctx, db, offsets, epoch, ttl, log); err != nil {
+	if err := fence(lctx, db, offsets, state, epoch, ttl, log); err != nil {
 		if cause := context.Cause(lctx); cause != nil && ctx.Err() == nil {
 			return cause
 		}

@@ -131,6 +131,9 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	var obs pipeline.Observer = r.obs
 	if cfg.Tenants.Enabled() {
 		r.tenants = newTenants(cfg, r.store, resolver, log.Named("tenants"))
+		if ha != nil {
+			r.tenants.shared = newSQLKV(r.db, cfg.Schema.MetaSchema, ha.lease.Epoch)
+		}
 		r.tenants.metrics = newTenantMetrics(reg, cfg.Site.Name, r.obs.m, r.obs.name)
 		r.tenants.metrics.registry = r.tenants.registry
 		obs = tenantObserver{observer: r.obs, t: r.tenants.metrics, conflicted: r.tenants.conflicted}

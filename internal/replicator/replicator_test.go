@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/pkg/hlc"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.Main(m) } // shared test servers, then goleak
 
 func TestWatermarkTextRoundTrip(t *testing.T) {
 	wm := map[uint8]hlc.Timestamp{2: hlc.New(1700000000000, 3, 2), 1: hlc.New(1700000000123, 0, 1), 255: 1}

@@ -24,7 +24,10 @@ type tenants struct {
 	registry *tenant.Registry
 	resolver *tenant.Resolver
 	store    *checkpoint.Store
-	metrics  *tenantMetrics
+	// shared, under site-level HA, holds the queues in the site's
+	// database instead of store.
+	shared  tenant.KV
+	metrics *tenantMetrics
 	// reassert answers the home_only_violations logged at this site
 	// (reassert.go).
 	reassert *reasserter
@@ -42,11 +45,32 @@ func newTenants(cfg *config.Config, store *checkpoint.Store, resolver *tenant.Re
 		Client: client, Prefix: tc.Redis.KeyPrefix, ReloadInterval: tc.ReloadInterval.Duration(),
 		Cache: tenant.PebbleCache{DB: store.DB()},
 	}, log)
+	if reg.Snapshot().Loaded.IsZero() {
+		// No snapshot of an earlier run (a new state_dir: a first start,
+		// or under HA a standby taking over): read the registry before
+		// anything is applied, or a paused tenant would be applied until
+		// the first reload.
+		ctx, cancel := context.WithTimeout(context.Background(), registryFirstLoad)
+		err := reg.Reload(ctx)
+		cancel()
+		if err != nil {
+			log.Warn("tenant registry unreachable at start and no cached snapshot: every tenant is active-active without limits until Redis answers",
+				zap.Error(err))
+		}
+	}
 	return &tenants{client: client, registry: reg, resolver: resolver, store: store}
 }
 
+// registryFirstLoad bounds the registry read at a start without a cached
+// snapshot.
+const registryFirstLoad = 5 * time.Second
+
 func (t *tenants) forApplier(topic string, sinkFor func(conflict.Policy) (pipeline.Sink, error)) (*pipeline.Tenants, error) {
-	q, err := tenant.OpenQueues(t.store.DB(), topic)
+	var kv tenant.KV = tenant.PebbleKV{DB: t.store.DB()}
+	if t.shared != nil {
+		kv = t.shared // site-level HA: where every replicator of the site finds them
+	}
+	q, err := tenant.OpenQueuesIn(kv, topic)
 	if err != nil {
 		return nil, err
 	}

@@ -12,11 +12,13 @@ const (
 // HA configures site-level high availability (pkg/lease, docs/operations.md
 // "High availability"): several replicators of one site with the same
 // configuration (each its own state_dir), of which the one holding the
-// site's lease in Redis replicates and the others stand by.
+// site's lease in Redis replicates and the others stand by. The tenant
+// queues then live in the site's database (_tandem_state).
 type HA struct {
 	Enabled bool `yaml:"enabled"`
 	// Redis holds the lease, its fencing epochs and the leader's reader
-	// checkpoint; it needs persistence (appendonly) in production.
+	// checkpoint; it needs persistence (appendonly) in production. (The
+	// tenant queues move to the site database's _tandem_state table.)
 	Redis TenantsRedis `yaml:"redis"`
 	// LeaseTTL is how long a lease lives without renewal: how long a
 	// standby waits after a leader died without releasing it.
@@ -59,8 +61,5 @@ func (c *Config) checkHA(ps *problems) {
 	}
 	if len(h.Holder) > 200 {
 		ps.add("ha.holder", "is %d characters long; allowed at most 200", len(h.Holder))
-	}
-	if c.Tenants.Enabled() {
-		ps.add("ha.enabled", "is not supported together with a tenant registry (tenants.redis.addr) yet: the tenant queues (paused, throttled, dead-lettered messages) live in the local state_dir, and a takeover by another replicator would lose the messages queued there; allowed: ha.enabled without tenants.redis.addr, or one replicator per site")
 	}
 }

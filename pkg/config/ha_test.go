@@ -29,8 +29,6 @@ func TestHASection(t *testing.T) {
 			[]string{"ha.renew_interval: 2s is more than a third of ha.lease_ttl (3s)"}},
 		{"ttl too short", "ha: {enabled: true, redis: {addr: \"r:6379\"}, lease_ttl: 100ms, renew_interval: 100ms}\n",
 			[]string{"ha.lease_ttl"}},
-		{"with tenants", "ha: {enabled: true, redis: {addr: \"r:6379\"}}\ntenants: {redis: {addr: \"r:6379\"}}\n",
-			[]string{"ha.enabled: is not supported together with a tenant registry"}},
 		{"bad addr", "ha: {enabled: true, redis: {addr: \"nohost\"}}\n", []string{"ha.redis.addr"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
