@@ -68,8 +68,10 @@ func TestHAFailover(t *testing.T) {
 	waitRows(t, c, 0, 200)
 
 	// Failover: the leader dies without releasing the lease.
+	killed := time.Now()
 	c.kill(0)
 	c.waitReady(2)
+	t.Logf("the standby was ready %s after the leader's SIGKILL (lease_ttl 3s, renew_interval 500ms)", time.Since(killed).Round(time.Millisecond))
 	if e := c.metric(2, "tandem_ha_epoch", ""); e != 2 {
 		t.Fatalf("second leader's epoch %v, want 2", e)
 	}
