@@ -220,9 +220,7 @@ func TestHATenantQueuesSurviveFailover(t *testing.T) {
 	a := e.dbAt(0)
 	next := writeInterleaved(t, a, e.db, 1, 100, 50, "tenT", "tenU")
 	testenv.WaitFor(t, 60*time.Second, "U's 5000 rows at B while T is paused", func() bool { return e.countTenant(1, "tenU") == 5000 })
-	testenv.WaitFor(t, 30*time.Second, "T's messages queued at B's leader", func() bool {
-		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) >= 100
-	})
+	e.waitQueued(1, "tenT", 100)
 
 	e.kill(1)
 	e.waitReady(2)

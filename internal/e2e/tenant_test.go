@@ -106,6 +106,15 @@ func (e *tenantEnv) setMode(i int, id string, mode tenant.Mode) time.Duration {
 	return time.Since(start)
 }
 
+// waitQueued waits until site i's replicator holds at least n queued
+// messages of tenant id.
+func (e *tenantEnv) waitQueued(i int, id string, n int) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, 30*time.Second, fmt.Sprintf("%d messages of %s queued at %s", n, id, e.sites[i].name), func() bool {
+		return e.metric(i, "tandem_tenant_queue_depth", `tenant="`+id+`"`) >= float64(n)
+	})
+}
+
 // countTenant counts id's rows at site i.
 func (e *tenantEnv) countTenant(i int, id string) int {
 	var n int
@@ -208,9 +217,7 @@ func TestTenantPauseRestartResume(t *testing.T) {
 	if n := e.countTenant(1, "tenT"); n != 0 {
 		t.Fatalf("paused tenant T has %d rows at B", n)
 	}
-	testenv.WaitFor(t, 30*time.Second, "T's messages queued at B", func() bool {
-		return e.metric(1, "tandem_tenant_queue_depth", `tenant="tenT"`) >= 200
-	})
+	e.waitQueued(1, "tenT", 200)
 
 	// Restart B with T still paused: the queue is durable.
 	e.stop(1)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemdb/tandem/internal/pace"
 	"github.com/tandemdb/tandem/pkg/config"
 	"github.com/tandemdb/tandem/pkg/hlc"
 	"github.com/tandemdb/tandem/pkg/schema"
@@ -242,7 +243,7 @@ func (b *backfill) table(ctx context.Context, t schema.TableRef) (n int, err err
 			return n, nil
 		}
 		last = hi
-		if err := b.throttle(ctx); err != nil {
+		if err := pace.Wait(ctx, b.start, b.stamped, b.rate); err != nil {
 			return n, err
 		}
 	}
@@ -271,26 +272,6 @@ func (b *backfill) stamp(ctx context.Context, conn *sql.Conn, q string, args []a
 			return 0, ctx.Err()
 		case <-t.C:
 		}
-	}
-}
-
-// throttle waits until the rows stamped so far fit the rate.
-func (b *backfill) throttle(ctx context.Context) error {
-	if b.rate <= 0 {
-		return nil
-	}
-	due := b.start.Add(time.Duration(float64(b.stamped) / b.rate * float64(time.Second)))
-	wait := time.Until(due)
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

@@ -76,8 +76,15 @@ func SharedBroker(t testing.TB) *Broker {
 // NewBroker starts a broker for this test only, killed at the end of it.
 func NewBroker(t testing.TB) *Broker {
 	t.Helper()
+	return newDedicatedBroker(t, nil)
+}
+
+// newDedicatedBroker starts a broker (with sec's security, when set) for
+// this test only, killed at the end of it.
+func newDedicatedBroker(t testing.TB, sec *BrokerSecurity) *Broker {
+	t.Helper()
 	skipShort(t, "the broker")
-	b, err := startBroker(false)
+	b, err := startBrokerWith(false, sec)
 	if err != nil {
 		failStart(t, err)
 		return nil
@@ -143,21 +150,10 @@ func (b *Broker) mustBeDedicated(t testing.TB, op string) {
 // brokers), so it must not be stopped and started again.
 func NewSecureBroker(t testing.TB, sec BrokerSecurity) *Broker {
 	t.Helper()
-	skipShort(t, "the broker")
 	if sec.Dialer == nil {
 		t.Fatal("testenv: NewSecureBroker needs sec.Dialer for its readiness check")
 	}
-	b, err := startBrokerWith(false, &sec)
-	if err != nil {
-		failStart(t, err)
-		return nil
-	}
-	t.Cleanup(func() {
-		if err := b.cleanup(t.Failed(), t.Logf); err != nil {
-			t.Error(err)
-		}
-	})
-	return b
+	return newDedicatedBroker(t, &sec)
 }
 
 func startBroker(shared bool) (*Broker, error) { return startBrokerWith(shared, nil) }

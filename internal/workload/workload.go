@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/pace"
 )
 
 // Tables are the workload's tables, in creation order.
@@ -118,7 +120,7 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 			} else {
 				st.Errors++
 			}
-			if err := pace(ctx, start, st, opt.Rate); err != nil {
+			if err := pace.Wait(ctx, start, st.Changes(), float64(opt.Rate)); err != nil {
 				return st, nil
 			}
 			continue
@@ -161,31 +163,11 @@ func Run(ctx context.Context, conn *sql.DB, opt Options) (Stats, error) {
 		st.Updates += ts.Updates
 		st.Deletes += ts.Deletes
 		st.Txns++
-		if err := pace(ctx, start, st, opt.Rate); err != nil {
+		if err := pace.Wait(ctx, start, st.Changes(), float64(opt.Rate)); err != nil {
 			return st, nil
 		}
 	}
 	return st, nil
-}
-
-// pace waits until st's changes are due at rate changes/s since start.
-func pace(ctx context.Context, start time.Time, st Stats, rate int) error {
-	if rate <= 0 {
-		return nil
-	}
-	due := start.Add(time.Duration(float64(st.Changes()) / float64(rate) * float64(time.Second)))
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // multiRow runs one transaction of one multi-row statement on items.

@@ -58,14 +58,8 @@ func TestCASMatrix(t *testing.T) {
 		wantConflicts := 0
 		for j, s := range tc.steps {
 			res := f.apply(t, f.batch(txn(f.kv(s.op, id, s.val, v[s.ver]))))
-			got := "?"
-			switch {
-			case res.Applied == 1:
-				got = "applied"
-			case res.Duplicates == 1:
-				got = "duplicate"
-			case res.Conflicts == 1:
-				got = "conflict"
+			got := outcome(res)
+			if got == "conflict" {
 				wantConflicts++
 			}
 			if got != s.want {

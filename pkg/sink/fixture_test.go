@@ -127,6 +127,21 @@ func (f *fixture) apply(t testing.TB, b Batch) Result {
 	return res
 }
 
+// outcome names what Apply did with a batch of one row change.
+func outcome(res Result) string {
+	switch {
+	case res.Applied == 1:
+		return "applied"
+	case res.Duplicates == 1:
+		return "duplicate"
+	case res.Conflicts == 1:
+		return "conflict"
+	case res.Superseded == 1:
+		return "superseded"
+	}
+	return "?"
+}
+
 // checkIdle fails t when one of the sink's idle connections has an InnoDB
 // transaction open. Sink sessions run with autocommit off: a use that
 // ended without COMMIT or ROLLBACK would keep its locks, and its rows out

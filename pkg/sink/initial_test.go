@@ -48,17 +48,8 @@ func TestInitialLoadVersions(t *testing.T) {
 	}
 	for _, c := range cases {
 		res := f.apply(t, f.batch(txn(f.kv(upd, c.id, "remote", in))))
-		got := "?"
-		switch {
-		case res.Applied == 1:
-			got = "applied"
-		case res.Superseded == 1:
-			got = "superseded"
-		case res.Conflicts == 1:
-			got = "conflict"
-		}
-		if got != c.want {
-			t.Errorf("row %d: %s, want %s (%+v)", c.id, got, c.want, res)
+		if got := outcome(res); got != c.want {
+			t.Errorf("row %d: %s, want %s (%+v)", c.id, outcome(res), c.want, res)
 		}
 		st := f.state(t, "kv", c.id)
 		vals := f.query(t, "SELECT val FROM kv WHERE id = ?", c.id)
