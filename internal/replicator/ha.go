@@ -59,6 +59,31 @@ const stateTimeout = 3 * time.Second
 type sharedStore struct {
 	local  *checkpoint.Store
 	leader *leader
+	log    *zap.Logger
+	failed atomic.Bool // the last shared write failed (logged once)
+}
+
+// shared writes field to the lease's shared state. Only a lost lease is
+// an error: a Redis that does not answer for a moment must not stall the
+// reader, whose checkpoint is saved locally anyway. A shared checkpoint
+// left behind by such a gap makes a takeover resume earlier, which
+// republishes transactions the sinks apply as no-ops; a gap longer than
+// the lease ends the leadership (runHA).
+func (s *sharedStore) shared(field, value string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	err := s.leader.lease.SaveState(ctx, field, value)
+	switch {
+	case errors.Is(err, lease.ErrLost):
+		return err
+	case err != nil:
+		if !s.failed.Swap(true) {
+			s.log.Warn("cannot share the reader checkpoint through Redis; keeping it locally and trying again", zap.String("field", field), zap.Error(err))
+		}
+	case s.failed.Swap(false):
+		s.log.Info("sharing the reader checkpoint through Redis again")
+	}
+	return nil
 }
 
 func (s *sharedStore) ctx() (context.Context, context.CancelFunc) {
@@ -107,10 +132,8 @@ func (s *sharedStore) SavePosition(p event.Position) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
 	// A reset marker may stay: a stored position wins over it.
-	return s.leader.lease.SaveState(ctx, statePosition, string(b))
+	return s.shared(statePosition, string(b))
 }
 
 // haClient connects to the lease's Redis for the checkpoint commands.
@@ -143,9 +166,7 @@ func (s *sharedStore) SaveUpperBound(wallMillis uint64) error {
 	if err := s.local.SaveUpperBound(wallMillis); err != nil {
 		return err
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	return s.leader.lease.SaveState(ctx, stateHLCBound, strconv.FormatUint(wallMillis, 10))
+	return s.shared(stateHLCBound, strconv.FormatUint(wallMillis, 10))
 }
 
 // fence raises every row of _tandem_offsets, and the tenant queues' epoch

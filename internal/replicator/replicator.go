@@ -71,7 +71,7 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	} = r.store
 	epoch := func() uint64 { return 0 }
 	if ha != nil {
-		cps = &sharedStore{local: r.store, leader: ha}
+		cps = &sharedStore{local: r.store, leader: ha, log: log.Named("ha")}
 		epoch = ha.lease.Epoch
 	}
 	r.clock, err = hlc.NewClock(cfg.Site.ID, hlc.SystemClock{Offset: cfg.Clock.WallOffset.Duration()},
