@@ -28,7 +28,8 @@ import (
 // frozen (SIGSTOP) past its lease, the restarted first replicator takes
 // over, and the frozen one, thawed, stops by itself: it has lost the
 // lease, and every offsets row carries the new epoch, so no batch of its
-// is applied. The sites converge.
+// is applied. The sites converge. s1's replicators run with the
+// documented least-privilege grants.
 func TestHAFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -45,6 +46,28 @@ func TestHAFailover(t *testing.T) {
 	c.writeConfigs(fmt.Sprintf("ha: {enabled: true, redis: {addr: %q, key_prefix: %q}, lease_ttl: 3s, renew_interval: 500ms}\n",
 		redisSrv.Addr, prefix))
 	c.prepare()
+	// s1's replicators run as an account with only the documented grants
+	// (docs/privileges.md): the reader's, the sink's, and PROCESS for
+	// ending a frozen former leader's transaction.
+	user := "tandem_ha_" + strings.TrimPrefix(c.db, "e2e")
+	account := "'" + user + "'@'%'"
+	s1.srv.Exec(t, "CREATE USER "+account+" IDENTIFIED BY 'ha-pw'")
+	t.Cleanup(func() { s1.srv.Exec(t, "DROP USER IF EXISTS "+account) })
+	for _, g := range []string{"REPLICATION SLAVE, BINLOG MONITOR, PROCESS ON *.*",
+		"SELECT, INSERT, UPDATE, DELETE ON `" + c.db + "`.*", "SELECT, INSERT, UPDATE, DELETE ON `" + c.meta + "`.*"} {
+		s1.srv.Exec(t, "GRANT "+g+" TO "+account)
+	}
+	for _, i := range []int{0, 2} {
+		s := c.sites[i]
+		y, err := os.ReadFile(s.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(s.cfg, []byte(strings.Replace(string(y), "user: root}", "user: "+user+"}", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.env = append(s.env, "TANDEM_DATABASE_PASSWORD=ha-pw")
+	}
 
 	c.start(0) // s1's first replicator takes the lease
 	c.start(1)
@@ -148,7 +171,7 @@ func TestHAFailover(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(c.sites[0].dir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	runFailsEnv(t, c.bin, c.sites[0].cfg, nil, "did Redis lose its data", "replicator checkpoint reset")
+	runFailsEnv(t, c.bin, c.sites[0].cfg, c.sites[0].env, "did Redis lose its data", "replicator checkpoint reset")
 	// ... until the operator accepts it.
 	if out, err := c.replicatorCmd(0, "checkpoint", "reset"); err != nil || !strings.Contains(out, "the site's shared one") {
 		t.Fatalf("checkpoint reset: %v\n%s", err, out)
