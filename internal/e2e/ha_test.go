@@ -121,6 +121,7 @@ func TestHAFailover(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the thawed former leader did not stop within 30 s")
 	}
+	c.stop(2) // it exited by itself; this forgets the process
 	log, _ := os.ReadFile(filepath.Join(s2.dir, "replicator.log"))
 	for _, i := range []int{0, 2} {
 		b, _ := os.ReadFile(filepath.Join(c.sites[i].dir, "replicator.log"))
@@ -179,6 +180,18 @@ func TestHAFailover(t *testing.T) {
 	c.start(0)
 	if e := c.metric(0, "tandem_ha_epoch", ""); e != 5 {
 		t.Errorf("leader after the reset: epoch %v, want 5 (the refused start took 4)", e)
+	}
+
+	// A clean shutdown hands over: the leader releases the lease, so the
+	// standby need not wait for it to expire.
+	c.launch(2)
+	c.waitStandby(2)
+	stopped := time.Now()
+	c.stop(0)
+	c.waitReady(2)
+	t.Logf("the standby was ready %s after the leader's SIGTERM", time.Since(stopped).Round(time.Millisecond))
+	if e := c.metric(2, "tandem_ha_epoch", ""); e != 6 {
+		t.Errorf("leader after the handover: epoch %v, want 6", e)
 	}
 }
 
