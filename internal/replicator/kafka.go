@@ -22,6 +22,8 @@ func kafkaConfig(cfg *config.Config) (pipeline.KafkaConfig, error) {
 		Brokers:           cfg.Kafka.Brokers,
 		Partitions:        cfg.Kafka.Partitions,
 		ReplicationFactor: cfg.Kafka.ReplicationFactor,
+		ClientID:          cfg.Kafka.ClientID,
+		AcksOne:           cfg.Kafka.Acks == config.AcksOne,
 	}
 	var err error
 	if kc.TLS, err = cfg.Kafka.TLSConfig(); err != nil {

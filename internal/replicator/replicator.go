@@ -143,12 +143,7 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	if r.tenants != nil {
 		r.tenants.reassert = newReasserter(r, r.tenants.metrics.label)
 	}
-	r.source = pipeline.NewSource(pipeline.SourceConfig{
-		Topic: cfg.LocalTopic(),
-		Fatal: isFatal,
-		Split: split,
-		Stage: stages.forOrigin(cfg.Site.Name),
-	}, r.reader, r.prod, cps, log.Named("source"))
+	r.source = pipeline.NewSource(sourceConfig(cfg, split, stages.forOrigin(cfg.Site.Name)), r.reader, r.prod, cps, log.Named("source"))
 	r.obs.watchSource(r.source, r.reader, r.clock, cfg.LocalTopic())
 
 	for _, p := range cfg.Peers {
@@ -175,14 +170,9 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 				return nil, err
 			}
 		}
-		r.applier = append(r.applier, pipeline.NewApplier(pipeline.ApplierConfig{
-			Kafka: kc, Topic: cfg.Topic(p.Name), Origin: p.ID,
-			MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns, MaxBatchBytes: cfg.Sink.MaxBatchBytes,
-			MaxRetries: cfg.Sink.MaxRetries,
-			Tenants:    ten,
-			Stage:      stages.forOrigin(p.Name),
-			Epoch:      epoch,
-		}, s, obs, log.Named("apply").With(zap.String("origin", p.Name))))
+		ac := applierConfig(cfg, kc, p)
+		ac.Tenants, ac.Stage, ac.Epoch = ten, stages.forOrigin(p.Name), epoch
+		r.applier = append(r.applier, pipeline.NewApplier(ac, s, obs, log.Named("apply").With(zap.String("origin", p.Name))))
 	}
 	if r.tenants != nil {
 		r.tenants.metrics.appliers = r.applier
@@ -196,6 +186,31 @@ func (r *Replicator) peerNames() map[uint8]string {
 		m[p.ID] = p.Name
 	}
 	return m
+}
+
+// sourceConfig is the publishing side's configuration: the kafka section's
+// batching, linger and in-flight bound.
+func sourceConfig(cfg *config.Config, split func(event.Txn) []event.Txn, stage pipeline.StageFunc) pipeline.SourceConfig {
+	return pipeline.SourceConfig{
+		Topic:         cfg.LocalTopic(),
+		MaxBatchBytes: cfg.Kafka.BatchBytes,
+		Linger:        cfg.Kafka.Linger.Duration(),
+		MaxInFlight:   cfg.Kafka.MaxInFlight,
+		Fatal:         isFatal,
+		Split:         split,
+		Stage:         stage,
+	}
+}
+
+// applierConfig is the apply side's configuration for peer p: the sink
+// section's batching, linger, workers and retries.
+func applierConfig(cfg *config.Config, kc pipeline.KafkaConfig, p config.Peer) pipeline.ApplierConfig {
+	return pipeline.ApplierConfig{
+		Kafka: kc, Topic: cfg.Topic(p.Name), Origin: p.ID,
+		MaxBatchRows: cfg.Sink.MaxBatchRows, MaxBatchTxns: cfg.Sink.MaxBatchTxns, MaxBatchBytes: cfg.Sink.MaxBatchBytes,
+		Linger: cfg.Sink.Linger.Duration(), Workers: cfg.Sink.Workers,
+		MaxRetries: cfg.Sink.MaxRetries,
+	}
 }
 
 // isFatal says which source errors no retry can fix.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemdb/tandem/internal/testenv"
+	"github.com/tandemdb/tandem/pkg/config"
 	"github.com/tandemdb/tandem/pkg/hlc"
 )
 
@@ -119,5 +120,41 @@ func TestSeedRejectsBadArguments(t *testing.T) {
 		if code != tt.code || !strings.Contains(errb.String(), tt.want) {
 			t.Errorf("%v: code %d, stderr %q; want code %d and %q", tt.args[3:], code, errb.String(), tt.code, tt.want)
 		}
+	}
+}
+
+// TestConfigReachesPipeline: the kafka and sink settings reach the
+// producer, the source's lanes and the appliers (they had been validated
+// and then ignored).
+func TestConfigReachesPipeline(t *testing.T) {
+	base, err := os.ReadFile("../../configs/site-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(string(base), "  replication_factor: 1\n",
+		"  replication_factor: 1\n  acks: one\n  client_id: tandem-test\n  batch_bytes: 2097152\n  linger: 3ms\n  max_in_flight: 2\n", 1)
+	y += "sink: {linger: 7ms, workers: 3, max_batch_bytes: 4096}\n"
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kafkaConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kc.AcksOne || kc.ClientID != "tandem-test" {
+		t.Errorf("kafka: acks one %t, client id %q", kc.AcksOne, kc.ClientID)
+	}
+	sc := sourceConfig(cfg, nil, nil)
+	if sc.MaxBatchBytes != 2097152 || sc.Linger != 3*time.Millisecond || sc.MaxInFlight != 2 {
+		t.Errorf("source: %+v", sc)
+	}
+	ac := applierConfig(cfg, kc, cfg.Peers[0])
+	if ac.Linger != 7*time.Millisecond || ac.Workers != 3 || ac.MaxBatchBytes != 4096 || ac.Topic != "tandem.site-b" {
+		t.Errorf("applier: %+v", ac)
 	}
 }

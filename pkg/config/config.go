@@ -168,7 +168,10 @@ type Kafka struct {
 	// BatchBytes is the largest produce batch; one message (a fragment)
 	// must fit in it.
 	BatchBytes int `yaml:"batch_bytes"`
-	// Linger is how long the producer waits to fill a batch.
+	// Linger is how long the producer waits to fill a partition's batch
+	// once it has one message. Default 0: a batch is what arrived while
+	// the previous one was in flight (batching under load by itself,
+	// without delaying a quiet-period transaction).
 	Linger Duration `yaml:"linger"`
 	// ClientID defaults to "tandem-" + site name.
 	ClientID string `yaml:"client_id"`
@@ -191,8 +194,8 @@ type Sink struct {
 	MaxBatchBytes int `yaml:"max_batch_bytes"`
 	// RowsPerStatement is the number of rows per multi-row upsert.
 	RowsPerStatement int `yaml:"rows_per_statement"`
-	// Workers is how many partitions of one peer's topic apply in
-	// parallel.
+	// Workers bounds how many partitions of one peer's topic apply a
+	// batch at the same time; 0 (default) lets every partition.
 	Workers int `yaml:"workers"`
 	// MaxRetries is how often a failing batch is retried before its
 	// messages are parked (schema.Parked) and the partition moves on.
@@ -292,7 +295,6 @@ const (
 	DefaultMaxBatchTxns       = 1000
 	DefaultMaxBatchBytes      = 1 << 20
 	DefaultRowsPerStatement   = 200
-	DefaultSinkWorkers        = 4
 	DefaultSinkMaxRetries     = 10
 	DefaultAdminListen        = "127.0.0.1:9180"
 )
@@ -322,15 +324,12 @@ func Default() *Config {
 			Acks:              AcksAll,
 			MaxInFlight:       DefaultMaxInFlight,
 			BatchBytes:        DefaultBatchBytes,
-			Linger:            Duration(5 * time.Millisecond),
 		},
 		Sink: Sink{
 			MaxBatchRows:     DefaultMaxBatchRows,
 			MaxBatchTxns:     DefaultMaxBatchTxns,
 			MaxBatchBytes:    DefaultMaxBatchBytes,
-			Linger:           Duration(5 * time.Millisecond),
 			RowsPerStatement: DefaultRowsPerStatement,
-			Workers:          DefaultSinkWorkers,
 			MaxRetries:       DefaultSinkMaxRetries,
 		},
 		Schema: Schema{

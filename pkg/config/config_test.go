@@ -145,7 +145,7 @@ func TestValidate(t *testing.T) {
 		{"sink linger", func(c *Config) { c.Sink.Linger = Duration(time.Minute) }, "sink.linger", "out of range"},
 		{"rows per statement", func(c *Config) { c.Sink.RowsPerStatement = 0 }, "sink.rows_per_statement", "out of range"},
 		{"rows per statement above batch", func(c *Config) { c.Sink.MaxBatchRows = 100 }, "sink.rows_per_statement", "exceeds sink.max_batch_rows"},
-		{"workers", func(c *Config) { c.Sink.Workers = 0 }, "sink.workers", "allowed 1..256"},
+		{"workers", func(c *Config) { c.Sink.Workers = -1 }, "sink.workers", "allowed 0..256"},
 		{"max retries", func(c *Config) { c.Sink.MaxRetries = -1 }, "sink.max_retries", "allowed 0..1000000"},
 		{"meta schema", func(c *Config) { c.Schema.MetaSchema = "tan-dem" }, "schema.meta_schema", "not allowed"},
 		{"version column", func(c *Config) { c.Schema.VersionColumn = "" }, "schema.version_column", "not allowed"},
@@ -204,7 +204,7 @@ func TestValidateCollectsEveryProblem(t *testing.T) {
 		paths[p.Path] = true
 	}
 	for _, want := range []string{"site.id", "site.name", "database.host", "database.user", "reader.server_id",
-		"kafka.brokers", "kafka.partitions", "sink.workers", "state_dir", "admin.listen", "admin.token", "log.level"} {
+		"kafka.brokers", "kafka.partitions", "sink.rows_per_statement", "state_dir", "admin.listen", "admin.token", "log.level"} {
 		if !paths[want] {
 			t.Errorf("no problem reported for %s in:\n%v", want, err)
 		}
@@ -250,12 +250,12 @@ func TestParseDefaults(t *testing.T) {
 		{"kafka.replication_factor", c.Kafka.ReplicationFactor, 3},
 		{"kafka.acks", c.Kafka.Acks, "all"},
 		{"kafka.max_in_flight", c.Kafka.MaxInFlight, 64},
-		{"kafka.linger", c.Kafka.Linger.Duration(), 5 * time.Millisecond},
+		{"kafka.linger", c.Kafka.Linger.Duration(), time.Duration(0)},
 		{"sink.max_batch_rows", c.Sink.MaxBatchRows, 2000},
 		{"sink.rows_per_statement", c.Sink.RowsPerStatement, 200},
-		{"sink.workers", c.Sink.Workers, 4},
+		{"sink.workers", c.Sink.Workers, 0},
 		{"sink.max_retries", c.Sink.MaxRetries, 10},
-		{"sink.linger", c.Sink.Linger.Duration(), 5 * time.Millisecond},
+		{"sink.linger", c.Sink.Linger.Duration(), time.Duration(0)},
 		{"schema.meta_schema", c.Schema.MetaSchema, "tandem"},
 		{"schema.version_column", c.Schema.VersionColumn, "_tandem_hlc"},
 		{"clock.max_offset", c.Clock.MaxOffset.Duration(), 500 * time.Millisecond},

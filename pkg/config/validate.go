@@ -260,7 +260,7 @@ func (s *Sink) check(ps *problems) {
 	if s.RowsPerStatement > s.MaxBatchRows && s.MaxBatchRows > 0 {
 		ps.add("sink.rows_per_statement", "%d exceeds sink.max_batch_rows (%d); allowed at most sink.max_batch_rows", s.RowsPerStatement, s.MaxBatchRows)
 	}
-	checkInt(ps, "sink.workers", s.Workers, 1, 256)
+	checkInt(ps, "sink.workers", s.Workers, 0, 256)
 	checkInt(ps, "sink.max_retries", s.MaxRetries, 0, 1_000_000)
 }
 

@@ -47,6 +47,13 @@ type ApplierConfig struct {
 	// bounds them), and a neighbour in the same partition should wait for
 	// about one megabyte of them, not for MaxBatchTxns bulk transactions.
 	MaxBatchBytes int
+	// Linger is how long a partition waits for more messages to fill a
+	// batch once it has one. Default 0: a batch is what has arrived while
+	// the previous one was applied, which batches under load by itself.
+	Linger time.Duration
+	// Workers bounds the partitions of the topic applying a batch at the
+	// same time. Default 0: every partition.
+	Workers int
 	// RetryMin/RetryMax bound the backoff after a retryable error.
 	RetryMin, RetryMax time.Duration
 	// MaxRetries is how often a non-retryable, unclassified error is
@@ -100,12 +107,18 @@ type Applier struct {
 	parts atomic.Int32
 	gate  gate
 	ten   *tenantState // nil: tenants off
+	// workers holds a token per partition applying a batch (Workers);
+	// nil without a bound.
+	workers chan struct{}
 }
 
 // NewApplier assembles an Applier.
 func NewApplier(cfg ApplierConfig, s Sink, obs Observer, log *zap.Logger) *Applier {
 	cfg.defaults()
 	a := &Applier{cfg: cfg, sink: s, obs: obs, log: log.With(zap.String("topic", cfg.Topic))}
+	if cfg.Workers > 0 {
+		a.workers = make(chan struct{}, cfg.Workers)
+	}
 	if cfg.Tenants != nil {
 		a.ten = newTenantState(cfg.Tenants)
 	}
@@ -321,34 +334,42 @@ func (a *Applier) streamPartition(ctx context.Context, part int) error {
 			rows, bytes := 0, len(m.Value)
 			batch = append(batch, a.fetched(m, part))
 			rows += entryRows(batch[0])
-		fill:
+			linger := lingerTimer(a.cfg.Linger)
 			for len(batch) < a.cfg.MaxBatchTxns && rows < a.cfg.MaxBatchRows && bytes < a.cfg.MaxBatchBytes {
-				select {
-				case m, ok := <-msgs:
-					if !ok {
-						break fill
-					}
-					e := a.fetched(m, part)
-					batch = append(batch, e)
-					rows += entryRows(e)
-					bytes += len(m.Value)
-				default:
-					break fill
+				m, ok, err := next(gctx, msgs, linger)
+				if err != nil || !ok {
+					break
 				}
+				e := a.fetched(m, part)
+				batch = append(batch, e)
+				rows += entryRows(e)
+				bytes += len(m.Value)
 			}
+			linger.Stop()
 			a.gate.wait(gctx)
-			if a.ten != nil {
-				if err := a.applyRouted(gctx, part, batch); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := a.applyEntries(gctx, part, a.sink, batch); err != nil {
+			if err := a.applyBatch(gctx, part, batch); err != nil {
 				return err
 			}
 		}
 	})
 	return g.Wait()
+}
+
+// applyBatch applies one partition's batch, holding a worker token while
+// it does when Workers bounds them.
+func (a *Applier) applyBatch(ctx context.Context, part int, batch []entry) error {
+	if a.workers != nil {
+		select {
+		case a.workers <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		defer func() { <-a.workers }()
+	}
+	if a.ten != nil {
+		return a.applyRouted(ctx, part, batch)
+	}
+	return a.applyEntries(ctx, part, a.sink, batch)
 }
 
 func entryRows(e entry) int {

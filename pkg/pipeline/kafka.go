@@ -30,6 +30,20 @@ type KafkaConfig struct {
 	TLS *tls.Config
 	// SASL, when set, authenticates every connection (see NewSASL).
 	SASL sasl.Mechanism
+	// ClientID names Tandem's connections to the brokers (their logs,
+	// quotas and ACL audit); default "tandem".
+	ClientID string
+	// AcksOne makes produce requests wait for the partition leader only
+	// (acks=1) instead of every in-sync replica (acks=all). It loses
+	// acknowledged changes when a leader fails: for benchmarks only.
+	AcksOne bool
+}
+
+func (k KafkaConfig) clientID() string {
+	if k.ClientID == "" {
+		return "tandem"
+	}
+	return k.ClientID
 }
 
 // NewSASL returns the SASL mechanism named as Kafka's sasl.mechanism names
@@ -51,7 +65,7 @@ func (k KafkaConfig) dialer() *kafka.Dialer {
 	return &kafka.Dialer{
 		Timeout:       10 * time.Second,
 		DualStack:     true,
-		ClientID:      "tandem",
+		ClientID:      k.clientID(),
 		TLS:           k.TLS,
 		SASLMechanism: k.SASL,
 	}
@@ -69,7 +83,7 @@ func (k KafkaConfig) client() *kafka.Client {
 			DialTimeout: 5 * time.Second,
 			IdleTimeout: 30 * time.Second,
 			MetadataTTL: 5 * time.Second,
-			ClientID:    "tandem",
+			ClientID:    k.clientID(),
 			TLS:         k.TLS,
 			SASL:        k.SASL,
 		},
@@ -238,18 +252,24 @@ type Message struct {
 }
 
 // Producer sends records to one topic and waits for the brokers'
-// acknowledgement (acks=all). It uses kafka-go's Client.Produce directly
-// rather than kafka.Writer: Writer holds a partial batch for BatchTimeout,
-// which would add that delay to every quiet-period transaction.
+// acknowledgement (acks=all, or acks=1 with KafkaConfig.AcksOne). It uses
+// kafka-go's Client.Produce directly rather than kafka.Writer: Writer holds
+// a partial batch for BatchTimeout, which would add that delay to every
+// quiet-period transaction.
 type Producer struct {
 	client     *kafka.Client
 	topic      string
 	partitions int
+	acks       kafka.RequiredAcks
 }
 
 // NewProducer returns a producer for topic with the given partition count.
 func NewProducer(k KafkaConfig, topic string, partitions int) *Producer {
-	return &Producer{client: k.client(), topic: topic, partitions: partitions}
+	acks := kafka.RequireAll
+	if k.AcksOne {
+		acks = kafka.RequireOne
+	}
+	return &Producer{client: k.client(), topic: topic, partitions: partitions, acks: acks}
 }
 
 // Close releases idle connections.
@@ -272,7 +292,7 @@ func (p *Producer) produce(ctx context.Context, part int, recs []kafka.Record) e
 	resp, err := p.client.Produce(ctx, &kafka.ProduceRequest{
 		Topic:        p.topic,
 		Partition:    part,
-		RequiredAcks: kafka.RequireAll,
+		RequiredAcks: p.acks,
 		Records:      kafka.NewRecordReader(recs...),
 	})
 	if err == nil && resp.Error != nil {

@@ -40,6 +40,15 @@ type SourceConfig struct {
 	// a bulk load waits for at most one such round, not for megabytes.
 	MaxBatchMessages int
 	MaxBatchBytes    int
+	// Linger is how long a partition's round waits for more messages
+	// once it has one, to fill the batch. Default 0: a round goes as soon
+	// as the previous one is acknowledged, which batches under load by
+	// itself and adds no delay to a quiet-period transaction.
+	Linger time.Duration
+	// MaxInFlight bounds the produce rounds awaiting acknowledgement
+	// across all partitions (each partition has at most one). Default:
+	// no bound beyond that.
+	MaxInFlight int
 	// QueueSize bounds transactions read but not yet published, which is
 	// the reader's back-pressure. Default 4096.
 	QueueSize int
@@ -275,6 +284,10 @@ func (s *Source) runOnce(ctx context.Context) error {
 func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoint.Tracker) error {
 	parts := max(s.producer.Partitions(), 1)
 	g, gctx := errgroup.WithContext(ctx)
+	var inFlight chan struct{}
+	if s.cfg.MaxInFlight > 0 && s.cfg.MaxInFlight < parts {
+		inFlight = make(chan struct{}, s.cfg.MaxInFlight)
+	}
 	lanes := make([]chan item, parts)
 	for p := range lanes {
 		// A small buffer: a lane that cannot keep up fills it and then
@@ -283,7 +296,7 @@ func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoin
 		// the memory held beside the reader's queue stays bounded
 		// (messages can be large fragments).
 		lanes[p] = make(chan item, laneBuffer)
-		g.Go(func() error { return s.lane(gctx, p, lanes[p], tracker) })
+		g.Go(func() error { return s.lane(gctx, p, lanes[p], tracker, inFlight) })
 	}
 	g.Go(func() error {
 		defer func() {
@@ -319,11 +332,56 @@ func (s *Source) publish(ctx context.Context, ch <-chan item, tracker *checkpoin
 	return g.Wait()
 }
 
+// lingerTimer returns a timer for a batch's linger; with d <= 0 a stopped
+// one whose channel is nil, so that filling never waits.
+func lingerTimer(d time.Duration) *stopTimer {
+	if d <= 0 {
+		return &stopTimer{}
+	}
+	t := time.NewTimer(d)
+	return &stopTimer{t: t, C: t.C}
+}
+
+// next takes the next value from ch for a batch being filled: at once if
+// one is there; else, while linger runs, the first to come; else none
+// (ok false, also when ch is closed). err is ctx's error when it ended
+// while waiting.
+func next[T any](ctx context.Context, ch <-chan T, linger *stopTimer) (v T, ok bool, err error) {
+	select {
+	case v, ok = <-ch:
+		return v, ok, nil
+	default:
+	}
+	if linger.C == nil {
+		return v, false, nil
+	}
+	select {
+	case v, ok = <-ch:
+		return v, ok, nil
+	case <-linger.C:
+		return v, false, nil
+	case <-ctx.Done():
+		return v, false, ctx.Err()
+	}
+}
+
+// stopTimer is a *time.Timer that may be absent.
+type stopTimer struct {
+	t *time.Timer
+	C <-chan time.Time
+}
+
+func (t *stopTimer) Stop() {
+	if t.t != nil {
+		t.t.Stop()
+	}
+}
+
 // laneBuffer is how many messages wait for each partition's lane.
 const laneBuffer = 256
 
 // lane produces one partition's messages in order, one round in flight.
-func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *checkpoint.Tracker) error {
+func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *checkpoint.Tracker, inFlight chan struct{}) error {
 	batch := make([]item, 0, s.cfg.MaxBatchMessages)
 	msgs := make([]Message, 0, s.cfg.MaxBatchMessages)
 	for {
@@ -340,25 +398,38 @@ func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *ch
 		}
 		batch = append(batch, first)
 		bytes := len(first.msg.Value)
+		linger := lingerTimer(s.cfg.Linger)
 	fill:
 		for len(batch) < s.cfg.MaxBatchMessages && bytes < s.cfg.MaxBatchBytes {
-			select {
-			case it, ok := <-ch:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, it)
-				bytes += len(it.msg.Value)
-			default:
+			it, ok, err := next(ctx, ch, linger)
+			if err != nil {
+				linger.Stop()
+				return nil // ctx ended
+			}
+			if !ok {
 				break fill
 			}
+			batch = append(batch, it)
+			bytes += len(it.msg.Value)
 		}
+		linger.Stop()
 		rows := 0
 		for _, it := range batch {
 			msgs = append(msgs, *it.msg)
 			rows += it.rows
 		}
-		if err := s.producer.ProducePartition(ctx, part, msgs); err != nil {
+		if inFlight != nil {
+			select {
+			case inFlight <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		err := s.producer.ProducePartition(ctx, part, msgs)
+		if inFlight != nil {
+			<-inFlight
+		}
+		if err != nil {
 			s.stats.PublishErrors.Add(1)
 			return err
 		}
