@@ -110,9 +110,7 @@ func (s *sharedStore) Position() (event.Position, bool, error) {
 		// brings its checkpoint.
 		return p, ok, err
 	}
-	ctx2, cancel2 := s.ctx()
-	defer cancel2()
-	if _, reset, err := s.leader.lease.LoadState(ctx2, stateReset); err != nil || reset {
+	if _, reset, err := s.leader.lease.LoadState(ctx, stateReset); err != nil || reset {
 		return p, false, err
 	}
 	if s.leader.floor > 0 {
@@ -136,10 +134,15 @@ func (s *sharedStore) SavePosition(p event.Position) error {
 	return s.shared(statePosition, string(b))
 }
 
-// haClient connects to the lease's Redis for the checkpoint commands.
-func haClient(cfg *config.Config) *redis.Client {
+// haClient connects to the lease's Redis.
+func haClient(cfg *config.Config) *redis.Client { return redisClient(cfg.HA.Redis) }
+
+// redisClient connects to a Redis server of the configuration (the
+// tenant registry's, the lease's). It fails fast: neither a registry read
+// nor a lease renewal may hold anything up, and both are tried again.
+func redisClient(r config.TenantsRedis) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: cfg.HA.Redis.Addr, Password: cfg.HA.Redis.Password.Reveal(), DB: cfg.HA.Redis.DB,
+		Addr: r.Addr, Password: r.Password.Reveal(), DB: r.DB,
 		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1,
 	})
 }
@@ -303,17 +306,11 @@ func runHA(ctx context.Context, cfg *config.Config, log *zap.Logger, reg *promet
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(3) // the fencing update, and one to look up and end what blocks it
-	offsets := schema.QuoteIdent(cfg.Schema.MetaSchema) + "." + schema.QuoteIdent(schema.Offsets)
-	state := schema.QuoteIdent(cfg.Schema.MetaSchema) + "." + schema.QuoteIdent(schema.State)
+	offsets := schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: schema.Offsets}.Quoted()
+	state := schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: schema.State}.Quoted()
 
-	var n int
-	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
-		cfg.Schema.MetaSchema, schema.Offsets, schema.State).Scan(&n); err != nil {
-		return fmt.Errorf("database %s: %w", cfg.Database.Addr(), err)
-	}
-	if n != 2 {
-		return fmt.Errorf("database %s: ha needs Tandem's tables %s and %s in schema %q; run `replicator schema prepare --config FILE` (it adds %s, new in this version, to a prepared site)",
-			cfg.Database.Addr(), schema.Offsets, schema.State, cfg.Schema.MetaSchema, schema.State)
+	if err := checkMeta(ctx, db, cfg, schema.Offsets, schema.State); err != nil {
+		return err
 	}
 
 	leaderGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_ha_leader",

@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // database/sql driver
@@ -101,7 +102,7 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	if err := r.reader.Preflight(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.checkMeta(ctx); err != nil {
+	if err := checkMeta(ctx, r.db, cfg, schema.Offsets, schema.Heartbeat, schema.Parked); err != nil {
 		return nil, err
 	}
 	if r.tables, err = resolveTables(ctx, r.db, cfg.Schema.Tables); err != nil {
@@ -220,17 +221,20 @@ func isFatal(err error) bool {
 
 // checkMeta refuses to start when `schema prepare` has not been run, with
 // the command that fixes it.
-func (r *Replicator) checkMeta(ctx context.Context) error {
-	var n int
-	err := r.db.QueryRowContext(ctx,
-		`SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?, ?)`,
-		r.cfg.Schema.MetaSchema, schema.Offsets, schema.Heartbeat, schema.Parked).Scan(&n)
-	if err != nil {
-		return fmt.Errorf("database %s: %w", r.cfg.Database.Addr(), err)
+func checkMeta(ctx context.Context, db *sql.DB, cfg *config.Config, tables ...string) error {
+	args := []any{cfg.Schema.MetaSchema}
+	for _, t := range tables {
+		args = append(args, t)
 	}
-	if n != 3 {
-		return fmt.Errorf("database %s: Tandem's bookkeeping tables are missing from schema %q; run `replicator schema prepare --config FILE` first",
-			r.cfg.Database.Addr(), r.cfg.Schema.MetaSchema)
+	var n int
+	err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?"+
+		strings.Repeat(", ?", len(tables)-1)+")", args...).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.Addr(), err)
+	}
+	if n != len(tables) {
+		return fmt.Errorf("database %s: Tandem's bookkeeping tables (%s) are not all in schema %q; run `replicator schema prepare --config FILE` first (it also adds those a newer version needs)",
+			cfg.Database.Addr(), strings.Join(tables, ", "), cfg.Schema.MetaSchema)
 	}
 	return nil
 }

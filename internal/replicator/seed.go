@@ -311,28 +311,15 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 // BIT values keep their exact bits; generated columns are left to the
 // target to compute, and invisible ones (the version column) are named.
 func copyTable(ctx context.Context, src, dst *sql.Conn, t schema.TableRef) (int, error) {
-	crs, err := src.QueryContext(ctx, "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS "+
-		"WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", t.Schema, t.Table)
+	all, err := schema.TableColumns(ctx, src, t.Schema, t.Table)
 	if err != nil {
 		return 0, err
 	}
 	var cols []string
-	for crs.Next() {
-		var name, extra string
-		if err := crs.Scan(&name, &extra); err != nil {
-			crs.Close()
-			return 0, err
+	for _, c := range all {
+		if !c.Generated {
+			cols = append(cols, schema.QuoteIdent(c.Name))
 		}
-		if !strings.Contains(strings.ToUpper(extra), "GENERATED") {
-			cols = append(cols, schema.QuoteIdent(name))
-		}
-	}
-	crs.Close()
-	if err := crs.Err(); err != nil {
-		return 0, err
-	}
-	if len(cols) == 0 {
-		return 0, fmt.Errorf("no such table at the source")
 	}
 	list := strings.Join(cols, ", ")
 	// A placeholder makes the driver prepare the statement: binary protocol.

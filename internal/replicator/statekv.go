@@ -36,7 +36,7 @@ type sqlKV struct {
 }
 
 func newSQLKV(db *sql.DB, metaSchema string, epoch func() uint64) *sqlKV {
-	return &sqlKV{db: db, table: schema.QuoteIdent(metaSchema) + "." + schema.QuoteIdent(schema.State), epoch: epoch, timeout: time.Minute}
+	return &sqlKV{db: db, table: schema.TableRef{Schema: metaSchema, Table: schema.State}.Quoted(), epoch: epoch, timeout: time.Minute}
 }
 
 func (s *sqlKV) ctx() (context.Context, context.CancelFunc) {

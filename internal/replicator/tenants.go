@@ -35,12 +35,7 @@ type tenants struct {
 
 func newTenants(cfg *config.Config, store *checkpoint.Store, resolver *tenant.Resolver, log *zap.Logger) *tenants {
 	tc := cfg.Tenants
-	client := redis.NewClient(&redis.Options{
-		Addr: tc.Redis.Addr, Password: tc.Redis.Password.Reveal(), DB: tc.Redis.DB,
-		// Fail fast: a registry read must never hold anything up, and the
-		// periodic reload retries anyway.
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1,
-	})
+	client := redisClient(tc.Redis)
 	reg := tenant.NewRegistry(tenant.RegistryConfig{
 		Client: client, Prefix: tc.Redis.KeyPrefix, ReloadInterval: tc.ReloadInterval.Duration(),
 		Cache: tenant.PebbleCache{DB: store.DB()},

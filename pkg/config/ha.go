@@ -46,13 +46,8 @@ func (c *Config) checkHA(ps *problems) {
 	}
 	if h.Redis.Addr == "" {
 		ps.add("ha.redis.addr", "required with ha.enabled; allowed host:port of the Redis server holding the lease, e.g. \"redis:6379\"")
-	} else {
-		checkHostPort(ps, "ha.redis.addr", h.Redis.Addr, "127.0.0.1:6379", false)
 	}
-	checkInt(ps, "ha.redis.db", h.Redis.DB, 0, 15)
-	if len(h.Redis.KeyPrefix) > 200 {
-		ps.add("ha.redis.key_prefix", "is %d characters long; allowed at most 200", len(h.Redis.KeyPrefix))
-	}
+	h.Redis.check(ps, "ha.redis")
 	checkDuration(ps, "ha.lease_ttl", h.LeaseTTL, time.Second, 5*time.Minute)
 	checkDuration(ps, "ha.renew_interval", h.RenewInterval, 100*time.Millisecond, time.Minute)
 	if h.RenewInterval.Duration()*3 > h.LeaseTTL.Duration() {

@@ -45,6 +45,18 @@ type TenantsRedis struct {
 	KeyPrefix string `yaml:"key_prefix"`
 }
 
+// check validates a Redis server's settings under path (an empty addr is
+// the caller's business: optional for the registry, required for HA).
+func (r *TenantsRedis) check(ps *problems, path string) {
+	if r.Addr != "" {
+		checkHostPort(ps, path+".addr", r.Addr, "127.0.0.1:6379", false)
+	}
+	checkInt(ps, path+".db", r.DB, 0, 15)
+	if len(r.KeyPrefix) > 200 {
+		ps.add(path+".key_prefix", "is %d characters long; allowed at most 200", len(r.KeyPrefix))
+	}
+}
+
 // Enabled reports whether a registry is configured.
 func (t *Tenants) Enabled() bool { return t.Redis.Addr != "" }
 
@@ -60,13 +72,7 @@ func defaultTenants() Tenants {
 }
 
 func (t *Tenants) check(ps *problems) {
-	if t.Redis.Addr != "" {
-		checkHostPort(ps, "tenants.redis.addr", t.Redis.Addr, "127.0.0.1:6379", false)
-	}
-	checkInt(ps, "tenants.redis.db", t.Redis.DB, 0, 15)
-	if len(t.Redis.KeyPrefix) > 200 {
-		ps.add("tenants.redis.key_prefix", "is %d characters long; allowed at most 200", len(t.Redis.KeyPrefix))
-	}
+	t.Redis.check(ps, "tenants.redis")
 	checkDuration(ps, "tenants.reload_interval", t.ReloadInterval, 100*time.Millisecond, time.Hour)
 	for i, r := range t.Rules {
 		if err := r.Check(); err != nil {

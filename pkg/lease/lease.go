@@ -54,14 +54,23 @@ type Lease struct {
 	saveState               *redis.Script
 }
 
+// keys are the Redis keys of a site's lease, its epoch counter and its
+// shared state.
+type keys struct{ lease, epoch, state string }
+
+func keysOf(prefix, site string) keys {
+	base := prefix + "ha/" + site
+	return keys{lease: base + "/lease", epoch: base + "/epoch", state: base + "/state"}
+}
+
 // New returns a handle; nothing is acquired yet.
 func New(cfg Config) (*Lease, error) {
 	if cfg.Client == nil || cfg.Site == "" || cfg.Holder == "" || cfg.TTL <= 0 {
 		return nil, errors.New("lease: Client, Site, Holder and a positive TTL are required")
 	}
-	base := cfg.Prefix + "ha/" + cfg.Site
+	k := keysOf(cfg.Prefix, cfg.Site)
 	return &Lease{
-		cfg: cfg, key: base + "/lease", epochKey: base + "/epoch", stateKey: base + "/state",
+		cfg: cfg, key: k.lease, epochKey: k.epoch, stateKey: k.state,
 		acquire:   redis.NewScript(acquireLua),
 		renew:     redis.NewScript(renewLua),
 		release:   redis.NewScript(releaseLua),
@@ -209,12 +218,16 @@ func (l *Lease) SaveState(ctx context.Context, field, value string) error {
 
 // LoadState reads a field of the site's shared state.
 func (l *Lease) LoadState(ctx context.Context, field string) (string, bool, error) {
-	v, err := l.cfg.Client.HGet(ctx, l.stateKey, field).Result()
+	return loadState(ctx, l.cfg.Client, l.stateKey, field)
+}
+
+func loadState(ctx context.Context, c redis.UniversalClient, key, field string) (string, bool, error) {
+	v, err := c.HGet(ctx, key, field).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("lease: load %s of %s: %w", field, l.stateKey, err)
+		return "", false, fmt.Errorf("lease: load %s of %s: %w", field, key, err)
 	}
 	return v, true, nil
 }
@@ -222,7 +235,7 @@ func (l *Lease) LoadState(ctx context.Context, field string) (string, bool, erro
 // Holder returns who holds the site's lease now ("" when nobody) and the
 // epoch of that holding.
 func Holder(ctx context.Context, c redis.UniversalClient, prefix, site string) (string, uint64, error) {
-	v, err := c.Get(ctx, prefix+"ha/"+site+"/lease").Result()
+	v, err := c.Get(ctx, keysOf(prefix, site).lease).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", 0, nil
 	}
@@ -241,7 +254,7 @@ func Holder(ctx context.Context, c redis.UniversalClient, prefix, site string) (
 // whoever holds the lease: for operators' commands run while the site's
 // replicators are stopped (`replicator checkpoint reset`).
 func ForceState(ctx context.Context, c redis.UniversalClient, prefix, site, field, value string) error {
-	key := prefix + "ha/" + site + "/state"
+	key := keysOf(prefix, site).state
 	var err error
 	if value == "" {
 		err = c.HDel(ctx, key, field).Err()
@@ -256,6 +269,5 @@ func ForceState(ctx context.Context, c redis.UniversalClient, prefix, site, fiel
 
 // LoadState reads field of site's shared state without a handle.
 func LoadState(ctx context.Context, c redis.UniversalClient, prefix, site, field string) (string, bool, error) {
-	l := &Lease{cfg: Config{Client: c}, stateKey: prefix + "ha/" + site + "/state"}
-	return l.LoadState(ctx, field)
+	return loadState(ctx, c, keysOf(prefix, site).state, field)
 }

@@ -93,9 +93,10 @@ func (k KafkaConfig) client() *kafka.Client {
 // Probe connects to the brokers the way every Tandem connection does (TLS,
 // SASL) and asks for the cluster's brokers, trying each broker in turn
 // until one answers. (Metadata, unlike ApiVersions, is refused to a client
-// that has not authenticated.) A wrong password, an untrusted certificate or a listener
-// expecting TLS shows here with its own error, where kafka-go's pooled
-// clients report only a lost connection ("unexpected EOF").
+// that has not authenticated.) A wrong password, an untrusted certificate
+// or a listener expecting TLS shows here with its own error, where
+// kafka-go's pooled clients report only a lost connection ("unexpected
+// EOF").
 func Probe(ctx context.Context, k KafkaConfig) error {
 	var errs []error
 	for _, addr := range k.Brokers {

@@ -399,7 +399,6 @@ func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *ch
 		batch = append(batch, first)
 		bytes := len(first.msg.Value)
 		linger := lingerTimer(s.cfg.Linger)
-	fill:
 		for len(batch) < s.cfg.MaxBatchMessages && bytes < s.cfg.MaxBatchBytes {
 			it, ok, err := next(ctx, ch, linger)
 			if err != nil {
@@ -407,7 +406,7 @@ func (s *Source) lane(ctx context.Context, part int, ch <-chan item, tracker *ch
 				return nil // ctx ended
 			}
 			if !ok {
-				break fill
+				break
 			}
 			batch = append(batch, it)
 			bytes += len(it.msg.Value)
