@@ -149,7 +149,21 @@ func (m *MariaDB) DSN(db string) string {
 // works and closes it when the test ends.
 func (m *MariaDB) DB(t testing.TB, db string) *sql.DB {
 	t.Helper()
-	conn, err := mysql.NewConnector(m.Config(db))
+	return m.open(t, m.Config(db), db)
+}
+
+// SinkDB is DB with several statements allowed per query, as the
+// replicator opens its sinks' pool (config.Database.SinkDSN).
+func (m *MariaDB) SinkDB(t testing.TB, db string) *sql.DB {
+	t.Helper()
+	cfg := m.Config(db)
+	cfg.MultiStatements = true
+	return m.open(t, cfg, db)
+}
+
+func (m *MariaDB) open(t testing.TB, cfg *mysql.Config, db string) *sql.DB {
+	t.Helper()
+	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		t.Fatalf("testenv: MariaDB %s: %v", m.Addr(), err)
 	}

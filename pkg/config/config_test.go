@@ -609,6 +609,19 @@ func TestDSN(t *testing.T) {
 	if cfg.Timeout != 5*time.Second || cfg.ReadTimeout != time.Minute || cfg.WriteTimeout != time.Minute {
 		t.Errorf("timeouts: %v %v %v", cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout)
 	}
+
+	// The sinks' DSN differs in multiStatements only.
+	sinkCfg, err := mysql.ParseDSN(d.SinkDSN())
+	if err != nil {
+		t.Fatalf("ParseDSN(SinkDSN): %v", err)
+	}
+	if !sinkCfg.MultiStatements {
+		t.Error("SinkDSN: multiStatements off")
+	}
+	sinkCfg.MultiStatements = false
+	if got, want := sinkCfg.FormatDSN(), cfg.FormatDSN(); got != want {
+		t.Errorf("SinkDSN differs beyond multiStatements:\n%s\n%s", got, want)
+	}
 }
 
 func TestSelects(t *testing.T) {

@@ -19,7 +19,15 @@ import (
 // timeouts; then Params.
 //
 // The DSN holds the password: never log it. Log Redacted().Database.DSN().
-func (d Database) DSN() string {
+func (d Database) DSN() string { return d.dsn(false) }
+
+// SinkDSN is DSN with several statements allowed per query
+// (multiStatements=true): the sink sends a batch's writes in one round
+// trip. Its statements are built as text with every value quoted by the
+// sink; placeholders stay server-side.
+func (d Database) SinkDSN() string { return d.dsn(true) }
+
+func (d Database) dsn(multiStatements bool) string {
 	cfg := mysql.NewConfig()
 	cfg.User = d.User
 	cfg.Passwd = d.Password.Reveal()
@@ -28,7 +36,7 @@ func (d Database) DSN() string {
 	cfg.Loc = time.UTC
 	cfg.ParseTime = false
 	cfg.InterpolateParams = false
-	cfg.MultiStatements = false
+	cfg.MultiStatements = multiStatements
 	cfg.Timeout = d.ConnectTimeout.Duration()
 	cfg.ReadTimeout = d.ReadTimeout.Duration()
 	cfg.WriteTimeout = d.WriteTimeout.Duration()
