@@ -35,6 +35,7 @@ type Replicator struct {
 	reg     *prometheus.Registry
 	store   *checkpoint.Store
 	db      *sql.DB
+	sinkDB  *sql.DB // the sinks' pool: several statements per query
 	clock   *hlc.Clock
 	source  *pipeline.Source
 	reader  *binlog.Reader
@@ -86,6 +87,13 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	r.db.SetMaxOpenConns(4 + 2*len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
 	r.db.SetMaxIdleConns(4 + len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
 	r.db.SetConnMaxLifetime(30 * time.Minute)
+	// The sinks have a pool of their own that allows several statements
+	// per query (config.Database.SinkDSN); they keep its connections.
+	if r.sinkDB, err = sql.Open("mysql", cfg.Database.SinkDSN()); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	r.sinkDB.SetMaxOpenConns(4 + 2*len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
+	r.sinkDB.SetConnMaxLifetime(30 * time.Minute)
 
 	r.reader, err = binlog.New(binlog.Config{
 		Host: cfg.Database.Host, Port: cfg.Database.Port,
@@ -150,7 +158,7 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	for _, p := range cfg.Peers {
 		slog := log.Named("sink").With(zap.String("origin", p.Name))
 		newSink := func(pol conflict.Policy) (*sink.MySQL, error) {
-			return sink.NewMySQL(r.db, sink.Config{
+			return sink.NewMySQL(r.sinkDB, sink.Config{
 				Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn,
 				MaxRowsPerStatement: cfg.Sink.RowsPerStatement, Policy: pol,
 			}, slog, r.clock)
@@ -325,6 +333,9 @@ func (r *Replicator) Close() {
 	}
 	if r.db != nil {
 		r.db.Close()
+	}
+	if r.sinkDB != nil {
+		r.sinkDB.Close()
 	}
 	if r.store != nil {
 		r.store.Close()

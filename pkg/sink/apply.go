@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -61,7 +62,41 @@ type applier struct {
 	chunk int    // sequence number of the current multi-key read
 	raw   []sql.RawBytes
 	scan  []any
+
+	// conn, when set, lets the data-changing statements of a phase be
+	// queued and sent several per round trip (see queue and flush); nil
+	// runs each on its own.
+	conn         *sql.Conn
+	pending      []pendingStmt
+	pendingBytes int
 }
+
+// doneFunc receives a statement's affected-row count and the items it
+// wrote.
+type doneFunc func(affected int64, chunk []*item)
+
+// pendingStmt is a queued data-changing statement.
+type pendingStmt struct {
+	m     *tableMeta
+	q     string
+	chunk []*item
+	done  doneFunc // nil: nothing to learn from the result
+}
+
+// mergedError is the failure of statements sent in one round trip: the
+// server ran them in order and stopped at the failing one, but the
+// driver does not say which one that was. Apply runs the batch again one
+// statement per round trip, where every error names its table and the
+// collapsed batch's usual fallbacks apply.
+type mergedError struct {
+	n   int
+	err error
+}
+
+func (e *mergedError) Error() string {
+	return fmt.Sprintf("sink: one of %d statements sent together failed: %v", e.n, e.err)
+}
+func (e *mergedError) Unwrap() error { return e.err }
 
 // stmtBudget is the size a multi-row statement is cut at; rowLimit the size
 // one row's statement may not exceed.
@@ -74,7 +109,7 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 	pol := a.s.cfg.Policy
 	homeOnly := pol.HomeSite != 0
 	for _, tp := range p.tables {
-		if err := a.lookup(ctx, tp, tp.items, readRows); err != nil {
+		if err := a.lookup(ctx, tp, tp.items[tp.read:], readRows); err != nil {
 			return err
 		}
 	}
@@ -113,17 +148,28 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 			}
 		}
 	}
+	// The writes of every table go out together (queue), deletes first;
+	// then the rows that were missing are checked against tombstones.
 	for _, tp := range p.phaseOrder(true) {
 		if err := a.deletes(ctx, tp); err != nil {
 			return err
 		}
 	}
-	for _, tp := range p.phaseOrder(false) {
+	ups := p.phaseOrder(false)
+	for _, tp := range ups {
 		if err := a.upserts(ctx, tp); err != nil {
 			return err
 		}
 	}
-	return nil
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	for _, tp := range ups {
+		if err := a.checkFresh(ctx, tp, fresh(tp)); err != nil {
+			return err
+		}
+	}
+	return a.flush(ctx)
 }
 
 // lose records that it lost to the local version current: a conflict of
@@ -171,66 +217,103 @@ const (
 // chunk's unmatched items through one-key statements, which need no
 // matching.
 func (a *applier) lookup(ctx context.Context, tp *tablePlan, items []*item, mode readMode) error {
-	m := tp.meta
 	for len(items) > 0 {
-		a.chunk++
-		a.buf = a.selectHead(a.buf[:0], m, mode)
-		a.buf = a.appendInHead(a.buf, m, mode)
-		n := 0
-		for _, it := range items {
-			if n == maxLookupKeys || n > 0 && len(a.buf) > a.stmtBudget() {
-				break
-			}
-			if n > 0 {
-				a.buf = append(a.buf, ',')
-			}
-			var err error
-			if a.buf, err = appendKeyTuple(a.buf, m, it); err != nil {
-				return a.permanent(m, it, err)
-			}
-			it.chunk = a.chunk
-			n++
-		}
-		a.buf = append(a.buf, ") FOR UPDATE"...)
-		chunk, rest := items[:n], items[n:]
-		items = rest
-		seen := map[*item]bool{}
-		unmatched := 0
-		err := a.query(ctx, m, string(a.buf), len(m.pk)+mode.extra(), func(raw []sql.RawBytes) error {
-			var key []byte
-			for _, r := range raw[:len(m.pk)] {
-				key = appendRawKeyPart(key, r)
-			}
-			it := tp.byKey[string(key)]
-			if it == nil || it.chunk != a.chunk || seen[it] {
-				unmatched++
-				return nil
-			}
-			seen[it] = true
-			return setVersions(it, raw[len(m.pk):], mode)
-		})
+		r, rest, err := a.newRead(tp, items, mode)
 		if err != nil {
 			return err
 		}
-		if unmatched == 0 {
+		items = rest
+		if err := a.query(ctx, tp.meta, r.q, r.ncols(), r.row); err != nil {
+			return err
+		}
+		if err := a.finishRead(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// read is one multi-key read of lookup: its statement, the items it asks
+// for, and what its rows matched.
+type read struct {
+	tp        *tablePlan
+	mode      readMode
+	q         string
+	chunk     []*item
+	id        int // the items' chunk number
+	seen      map[*item]bool
+	unmatched int
+}
+
+func (r *read) ncols() int { return len(r.tp.meta.pk) + r.mode.extra() }
+
+// newRead builds the read of the first items (up to maxLookupKeys and the
+// statement budget) and returns the rest.
+func (a *applier) newRead(tp *tablePlan, items []*item, mode readMode) (*read, []*item, error) {
+	m := tp.meta
+	a.chunk++
+	r := &read{tp: tp, mode: mode, id: a.chunk, seen: map[*item]bool{}}
+	a.buf = a.selectHead(a.buf[:0], m, mode)
+	a.buf = a.appendInHead(a.buf, m, mode)
+	n := 0
+	for _, it := range items {
+		if n == maxLookupKeys || n > 0 && len(a.buf) > a.stmtBudget() {
+			break
+		}
+		if n > 0 {
+			a.buf = append(a.buf, ',')
+		}
+		var err error
+		if a.buf, err = appendKeyTuple(a.buf, m, it); err != nil {
+			return nil, nil, a.permanent(m, it, err)
+		}
+		it.chunk = r.id
+		n++
+	}
+	a.buf = append(a.buf, ") FOR UPDATE"...)
+	r.q = string(a.buf)
+	r.chunk = items[:n]
+	return r, items[n:], nil
+}
+
+// row matches one row of the read to its item by key text.
+func (r *read) row(raw []sql.RawBytes) error {
+	m := r.tp.meta
+	var key []byte
+	for _, c := range raw[:len(m.pk)] {
+		key = appendRawKeyPart(key, c)
+	}
+	it := r.tp.byKey[string(key)]
+	if it == nil || it.chunk != r.id || r.seen[it] {
+		r.unmatched++
+		return nil
+	}
+	r.seen[it] = true
+	return setVersions(it, raw[len(m.pk):], r.mode)
+}
+
+// finishRead reads, one key per statement, the items of a read that came
+// back with a row matching none of them.
+func (a *applier) finishRead(ctx context.Context, r *read) error {
+	if r.unmatched == 0 {
+		return nil
+	}
+	m := r.tp.meta
+	for _, it := range r.chunk {
+		if r.seen[it] {
 			continue
 		}
-		for _, it := range chunk {
-			if seen[it] {
-				continue
-			}
-			a.buf = a.selectHead(a.buf[:0], m, mode)
-			a.buf = append(a.buf, " WHERE "...)
-			var err error
-			if a.buf, err = appendKeyEq(a.buf, m, it, mode.alias()); err != nil {
-				return a.permanent(m, it, err)
-			}
-			a.buf = append(a.buf, " FOR UPDATE"...)
-			if err := a.query(ctx, m, string(a.buf), len(m.pk)+mode.extra(), func(raw []sql.RawBytes) error {
-				return setVersions(it, raw[len(m.pk):], mode)
-			}); err != nil {
-				return err
-			}
+		a.buf = a.selectHead(a.buf[:0], m, r.mode)
+		a.buf = append(a.buf, " WHERE "...)
+		var err error
+		if a.buf, err = appendKeyEq(a.buf, m, it, r.mode.alias()); err != nil {
+			return a.permanent(m, it, err)
+		}
+		a.buf = append(a.buf, " FOR UPDATE"...)
+		if err := a.query(ctx, m, string(a.buf), r.ncols(), func(raw []sql.RawBytes) error {
+			return setVersions(it, raw[len(m.pk):], r.mode)
+		}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -438,8 +521,7 @@ func (a *applier) deletes(ctx context.Context, tp *tablePlan) error {
 		b = append(b, " AND "...)
 		b = append(b, m.wins(strconv.FormatUint(uint64(it.ch.Version), 10), m.qVersion)...)
 		return append(b, ')'), nil
-	}, func(res sql.Result, chunk []*item) {
-		n, _ := res.RowsAffected()
+	}, func(n int64, chunk []*item) {
 		a.deleted += int(n)
 		a.tombstones += len(chunk)
 		for _, it := range chunk {
@@ -467,10 +549,11 @@ type rowFunc func(b []byte, it *item) ([]byte, error)
 
 // multiRow writes items in statements head + row(it) + sep + … + tail, cut
 // at MaxRowsPerStatement rows and at the statement budget, and calls done
-// (when not nil) with each statement's result and items. A row too large
-// for max_allowed_packet on its own is a PermanentError of its transaction.
+// (when not nil) with each statement's affected rows and items, once the
+// statement ran (see queue). A row too large for max_allowed_packet on its
+// own is a PermanentError of its transaction.
 func (a *applier) multiRow(ctx context.Context, m *tableMeta, items []*item, head []byte, tail, sep string,
-	row rowFunc, done func(sql.Result, []*item)) error {
+	row rowFunc, done doneFunc) error {
 	for len(items) > 0 {
 		a.buf = append(a.buf[:0], head...)
 		n := 0
@@ -498,12 +581,97 @@ func (a *applier) multiRow(ctx context.Context, m *tableMeta, items []*item, hea
 		a.buf = append(a.buf, tail...)
 		chunk := items[:n]
 		items = items[n:]
-		res, err := a.exec(ctx, m, string(a.buf))
+		if err := a.queue(ctx, m, string(a.buf), chunk, done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queue runs a data-changing statement, or, when the applier merges
+// statements, holds it for the next flush. A busy server spends more time
+// handing a small statement's round trip to and from its thread than
+// running it, and the apply loop is what the replication lag queues
+// behind: sent together, a batch's tombstones, deletes and upserts of
+// every table take one round trip instead of one each.
+func (a *applier) queue(ctx context.Context, m *tableMeta, q string, chunk []*item, done doneFunc) error {
+	if a.conn == nil {
+		res, err := a.exec(ctx, m, q)
 		if err != nil {
 			return err
 		}
 		if done != nil {
-			done(res, chunk)
+			n, _ := res.RowsAffected()
+			done(n, chunk)
+		}
+		return nil
+	}
+	if len(a.pending) > 0 && a.pendingBytes+len(q)+1 > a.stmtBudget() {
+		if err := a.flush(ctx); err != nil {
+			return err
+		}
+	}
+	a.pending = append(a.pending, pendingStmt{m: m, q: q, chunk: chunk, done: done})
+	a.pendingBytes += len(q) + 1
+	return nil
+}
+
+// flush sends the queued statements in one round trip (a multi-statement
+// query; the sink's connections allow them, see MySQL.multi) and hands
+// each its affected rows. A single statement goes alone, so that its error
+// names its table.
+func (a *applier) flush(ctx context.Context) error {
+	pend := a.pending
+	a.pending, a.pendingBytes = nil, 0
+	if len(pend) == 0 {
+		return nil
+	}
+	if len(pend) == 1 {
+		p := pend[0]
+		res, err := a.exec(ctx, p.m, p.q)
+		if err != nil {
+			return err
+		}
+		if p.done != nil {
+			n, _ := res.RowsAffected()
+			p.done(n, p.chunk)
+		}
+		return nil
+	}
+	a.buf = a.buf[:0]
+	for i, p := range pend {
+		if i > 0 {
+			a.buf = append(a.buf, ';')
+		}
+		a.buf = append(a.buf, p.q...)
+	}
+	q := string(a.buf)
+	var affected []int64
+	err := a.conn.Raw(func(dc any) error {
+		ex, ok := dc.(driver.ExecerContext)
+		if !ok {
+			return fmt.Errorf("driver connection %T cannot execute statements", dc)
+		}
+		res, err := ex.ExecContext(ctx, q, nil)
+		if err != nil {
+			return err
+		}
+		r, ok := res.(mysql.Result)
+		if !ok {
+			return fmt.Errorf("driver result %T has no per-statement row counts", res)
+		}
+		affected = r.AllRowsAffected()
+		return nil
+	})
+	if err == nil && len(affected) != len(pend) {
+		err = fmt.Errorf("the server answered %d of them", len(affected))
+	}
+	if err != nil {
+		return &mergedError{n: len(pend), err: err}
+	}
+	for i, p := range pend {
+		if p.done != nil {
+			p.done(affected[i], p.chunk)
 		}
 	}
 	return nil
@@ -525,7 +693,6 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 		}
 		groups[it.lay] = append(groups[it.lay], it)
 	}
-	var fresh []*item // rows that were missing: their tombstones are checked after the write
 	for _, lay := range layouts {
 		items := groups[lay]
 		if !m.unique {
@@ -537,13 +704,20 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 		} else if err := a.upsertsUnique(ctx, m, lay, items); err != nil {
 			return err
 		}
-		for _, it := range items {
-			if !it.present && it.state == stateApplied {
-				fresh = append(fresh, it)
-			}
+	}
+	return nil
+}
+
+// fresh returns tp's upserted rows that were missing: their tombstones are
+// checked after the write (checkFresh).
+func fresh(tp *tablePlan) []*item {
+	var out []*item
+	for _, it := range tp.items {
+		if !it.isDelete() && !it.present && it.state == stateApplied {
+			out = append(out, it)
 		}
 	}
-	return a.checkFresh(ctx, tp, fresh)
+	return out
 }
 
 // upserted marks a multi-row upsert's items applied. Its affected-row count
@@ -553,7 +727,7 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 // learn which write won. (A connection with clientFoundRows counts an
 // unchanged row like an insert; that only blurs the counts of this rare
 // race, never the data.)
-func (a *applier) upserted(res sql.Result, chunk []*item) {
+func (a *applier) upserted(n int64, chunk []*item) {
 	want := int64(0)
 	for _, it := range chunk {
 		it.state = stateApplied
@@ -562,14 +736,14 @@ func (a *applier) upserted(res sql.Result, chunk []*item) {
 			want++
 		}
 	}
-	if n, err := res.RowsAffected(); err != nil || n != want {
+	if n != want {
 		for _, it := range chunk {
 			it.raced = !it.present
 		}
 	}
 }
 
-func (a *applier) markApplied(_ sql.Result, chunk []*item) {
+func (a *applier) markApplied(_ int64, chunk []*item) {
 	for _, it := range chunk {
 		it.state = stateApplied
 	}
@@ -603,6 +777,14 @@ func (a *applier) tupleFunc(m *tableMeta) rowFunc {
 // the server (statement atomicity), so a skipped row is never half
 // applied, and the transaction goes on without a savepoint round trip.
 func (a *applier) upsertsUnique(ctx context.Context, m *tableMeta, lay *layout, items []*item) error {
+	// One statement per round trip: a duplicate key must be told from the
+	// statement that raised it, after everything queued before it ran.
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	conn := a.conn
+	a.conn = nil
+	defer func() { a.conn = conn }()
 	var existing, missing []*item
 	for _, it := range items {
 		if it.present {
@@ -790,11 +972,21 @@ func (a *applier) exec(ctx context.Context, m *tableMeta, q string) (sql.Result,
 // query runs a data query on m and calls fn with each row's columns (valid
 // only during the call).
 func (a *applier) query(ctx context.Context, m *tableMeta, q string, ncols int, fn func([]sql.RawBytes) error) error {
+	// A read sees the transaction's queued writes.
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
 	rows, err := a.tx.QueryContext(ctx, q)
 	if err != nil {
 		return a.stmtError(m, err)
 	}
 	defer rows.Close()
+	return a.scanRows(rows, m, ncols, fn)
+}
+
+// scanRows calls fn with each row of rows' current result set (columns
+// valid only during the call).
+func (a *applier) scanRows(rows *sql.Rows, m *tableMeta, ncols int, fn func([]sql.RawBytes) error) error {
 	if cap(a.raw) < ncols {
 		a.raw = make([]sql.RawBytes, ncols)
 		a.scan = make([]any, ncols)

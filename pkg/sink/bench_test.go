@@ -2,11 +2,16 @@ package sink
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/pkg/event"
 	"github.com/tandemdb/tandem/pkg/hlc"
 )
@@ -155,4 +160,112 @@ func BenchmarkReconcilePass(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/pass")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/25000, "ns/tombstone")
+}
+
+// BenchmarkRoundTrips measures what sending a batch's writes together
+// (MySQL.multi, applier.queue) saves when the database is a network hop
+// away: batches shaped like the live-lag bench's (100 row changes of one
+// table in 10-row source transactions: 60 inserts, 30 updates, 10 deletes;
+// plus one row of a second table, as a heartbeat), applied through
+// testenv.LatencyProxy adding BENCH_RTT per round trip (default 1ms; 0
+// for none), on connections that take several statements per query
+// ("merged", as the replicator opens them) and one ("one-per-query").
+//
+//	go test ./pkg/sink -run '^$' -bench RoundTrips -benchtime 200x
+func BenchmarkRoundTrips(b *testing.B) {
+	rtt := time.Millisecond
+	if s := os.Getenv("BENCH_RTT"); s != "" {
+		var err error
+		if rtt, err = time.ParseDuration(s); err != nil || rtt < 0 {
+			b.Fatalf("BENCH_RTT=%q: want a duration such as 500us or 2ms", s)
+		}
+	}
+	for _, multi := range []bool{true, false} {
+		name := "merged"
+		if !multi {
+			name = "one-per-query"
+		}
+		b.Run(fmt.Sprintf("rtt=%s/%s", rtt, name), func(b *testing.B) {
+			f := newFixture(b, Config{}, benchTable, kvTable)
+			cfg := f.m.Config("")
+			cfg.MultiStatements = multi
+			if rtt > 0 {
+				cfg.Addr = testenv.LatencyProxy(b, f.m.Addr(), rtt/2)
+			}
+			conn, err := mysql.NewConnector(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			db := sql.OpenDB(conn)
+			b.Cleanup(func() { db.Close() })
+			s, err := NewMySQL(db, f.sink.cfg, f.sink.log, f.clock)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			wall := uint64(time.Now().Add(-time.Hour).UnixMilli())
+			order := func(op event.Op, id int64) event.Change {
+				wall++
+				v := hlc.New(wall, 0, 2)
+				return event.Change{Schema: f.data, Table: "orders", Op: op, Columns: benchCols, PK: []int{0}, Version: v, Row: []event.Value{
+					vInt(id), vInt(id % 977), vStr("shipped"), vKind(event.KindDecimal, "1234.50"),
+					vStr(fmt.Sprintf("note for order %d", id)), vKind(event.KindDateTime, "2024-05-01 12:00:00.123456"), vUint(uint64(v)),
+				}}
+			}
+			batch := func(i int64) Batch {
+				var changes []event.Change
+				for j := range int64(60) {
+					changes = append(changes, order(event.OpInsert, 100*i+j))
+				}
+				if i > 0 {
+					for j := range int64(40) {
+						op := event.OpUpdate
+						if j >= 30 {
+							op = event.OpDelete
+						}
+						changes = append(changes, order(op, 100*(i-1)+j))
+					}
+				}
+				var txns []event.Txn
+				for len(changes) > 0 {
+					n := min(len(changes), 10)
+					txns = append(txns, txn(changes[:n]...))
+					changes = changes[n:]
+				}
+				wall++
+				return f.batch(append(txns, txn(f.kv(event.OpUpdate, 1, "heartbeat", hlc.New(wall, 0, 2))))...)
+			}
+			ctx := context.Background()
+			if _, err := s.Apply(ctx, batch(0)); err != nil {
+				b.Fatal(err)
+			}
+			// The round trip as measured (the proxy's timers add to BENCH_RTT).
+			start := time.Now()
+			for range 20 {
+				if _, err := db.ExecContext(ctx, "DO 1"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			roundTrip := float64(time.Since(start).Microseconds()) / 1000 / 20
+			batches := make([]Batch, b.N)
+			for i := range batches {
+				batches[i] = batch(int64(i) + 1)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.Apply(ctx, batches[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/batch")
+			b.ReportMetric(roundTrip, "ms/round-trip")
+			want := multiOn
+			if !multi {
+				want = multiOff
+			}
+			if got := s.multi.Load(); got != want {
+				b.Fatalf("sink's multi-statement state %d, want %d", got, want)
+			}
+		})
+	}
 }

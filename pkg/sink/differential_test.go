@@ -40,21 +40,43 @@ func seed(t *testing.T) uint64 {
 // stored tombstone version, incoming operation, incoming version) cases in
 // a few transactions and checks that the outcome and the stored state are
 // exactly what conflict.Policy.Resolve predicts for current = max(row,
-// tombstone).
+// tombstone). The sink sends each batch's writes in one round trip; the
+// one_statement_per_query case runs it on connections that take one
+// statement per query, as the sink falls back to without
+// multiStatements=true.
 func TestDifferential(t *testing.T) {
 	t.Parallel()
 	for _, pol := range []conflict.Policy{{}, {HomeSite: 3}} {
 		t.Run(fmt.Sprintf("home_site_%d", pol.HomeSite), func(t *testing.T) {
 			t.Parallel()
-			differential(t, pol, 3000)
+			differential(t, pol, 3000, true)
 		})
 	}
+	t.Run("one_statement_per_query", func(t *testing.T) {
+		t.Parallel()
+		differential(t, conflict.Policy{}, 3000, false)
+	})
 }
 
-func differential(t *testing.T, pol conflict.Policy, n int) {
+func differential(t *testing.T, pol conflict.Policy, n int, multi bool) {
 	s := seed(t)
 	rng := rand.New(rand.NewPCG(s, 0))
 	f := newFixture(t, Config{Policy: pol}, kvTable)
+	wantMulti := multiOn
+	if !multi {
+		f.sink.Close()
+		var err error
+		if f.sink, err = NewMySQL(f.m.DB(t, ""), f.sink.cfg, f.sink.log, f.clock); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.sink.Close() })
+		wantMulti = multiOff
+	}
+	t.Cleanup(func() {
+		if got := f.sink.multi.Load(); got != wantMulti {
+			t.Errorf("sink's multi-statement state %d, want %d", got, wantMulti)
+		}
+	})
 	base := uint64(time.Now().Add(-time.Hour).UnixMilli())
 	// Few distinct versions, so that equal versions and ties between
 	// sites are common.
@@ -194,7 +216,7 @@ func TestConcurrentInsertDelete(t *testing.T) {
 	s := seed(t)
 	rng := rand.New(rand.NewPCG(s, 1))
 	f := newFixture(t, Config{}, kvTable)
-	other, err := NewMySQL(f.m.DB(t, ""), f.sink.cfg, f.sink.log, f.clock)
+	other, err := NewMySQL(f.m.SinkDB(t, ""), f.sink.cfg, f.sink.log, f.clock)
 	if err != nil {
 		t.Fatal(err)
 	}

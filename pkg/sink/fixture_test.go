@@ -69,7 +69,7 @@ func newFixture(t testing.TB, cfg Config, ddl ...string) *fixture {
 	} else {
 		log = zap.NewNop()
 	}
-	f.sink, err = NewMySQL(m.DB(t, ""), cfg, log, f.clock)
+	f.sink, err = NewMySQL(m.SinkDB(t, ""), cfg, log, f.clock)
 	if err != nil {
 		t.Fatal(err)
 	}

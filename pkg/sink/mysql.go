@@ -74,11 +74,21 @@ type MySQL struct {
 	qOffsets, qConflicts, qParked, qWatermarks string
 
 	maxPacket atomic.Int64 // the server's max_allowed_packet
+	// multi records whether the connections accept several statements
+	// per query (go-sql-driver's multiStatements): multiUnknown until the
+	// first connection was asked.
+	multi atomic.Int32
 
 	mu     sync.Mutex
 	idle   []*sql.Conn
 	closed bool
 }
+
+const (
+	multiUnknown int32 = iota
+	multiOn
+	multiOff
+)
 
 // maxIdleConns bounds the configured connections kept between batches.
 const maxIdleConns = 64
@@ -175,13 +185,19 @@ func (s *MySQL) Apply(ctx context.Context, b Batch) (Result, error) {
 	if err := checkBatch(b); err != nil {
 		return Result{}, err
 	}
-	res, err := s.applyOnce(ctx, b, false)
+	res, err := s.applyOnce(ctx, b, applyMode{merge: true})
+	var me *mergedError
+	if errors.As(err, &me) {
+		s.log.Debug("statements sent together failed; applying the batch again one statement per round trip",
+			zap.String("topic", b.Topic), zap.Int("partition", b.Partition), zap.Int64("first_offset", b.FirstOffset), zap.Error(err))
+		res, err = s.applyOnce(ctx, b, applyMode{})
+	}
 	var de *dataError
 	if errors.As(err, &de) {
 		s.meta.invalidate(de.m.schema, de.m.table)
 		s.log.Debug("collapsed batch failed on the data; applying it one transaction at a time",
 			zap.String("topic", b.Topic), zap.Int("partition", b.Partition), zap.Int64("first_offset", b.FirstOffset), zap.Error(err))
-		res, err = s.applyOnce(ctx, b, true)
+		res, err = s.applyOnce(ctx, b, applyMode{oneByOne: true})
 	}
 	if err != nil {
 		return Result{}, err
@@ -206,10 +222,30 @@ func checkBatch(b Batch) error {
 	return nil
 }
 
-// applyOnce runs one attempt in one transaction; oneByOne applies the
-// source transactions one at a time instead of collapsed.
-func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Result, err error) {
-	conn, already, err := s.claim(ctx, b)
+// applyMode says how applyOnce writes a batch.
+type applyMode struct {
+	// oneByOne applies the source transactions one at a time instead of
+	// collapsed.
+	oneByOne bool
+	// merge sends a phase's data-changing statements, and the watermark
+	// with the COMMIT, in one round trip each where the connection allows
+	// it (see applier.queue).
+	merge bool
+}
+
+// applyOnce runs one attempt in one transaction.
+func (s *MySQL) applyOnce(ctx context.Context, b Batch, mode applyMode) (res Result, err error) {
+	merge := mode.merge && s.multi.Load() == multiOn
+	a := &applier{s: s, txns: b.Txns}
+	var p *plan
+	if merge && !mode.oneByOne {
+		// Planned before the claim, so that the claim can carry the first
+		// reads (claimAndRead).
+		if p, err = s.buildPlan(ctx, b.Txns, 0); err != nil {
+			return Result{}, err
+		}
+	}
+	conn, already, err := s.claim(ctx, b, a, p)
 	if conn == nil {
 		return Result{}, err
 	}
@@ -227,11 +263,15 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 		return Result{AlreadyApplied: already}, err
 	}
 
-	a := &applier{s: s, tx: conn, txns: b.Txns}
-	if !oneByOne {
-		p, err := s.buildPlan(ctx, b.Txns, 0)
-		if err != nil {
-			return Result{}, err
+	a.tx = conn
+	if merge {
+		a.conn = conn
+	}
+	if !mode.oneByOne {
+		if p == nil {
+			if p, err = s.buildPlan(ctx, b.Txns, 0); err != nil {
+				return Result{}, err
+			}
 		}
 		if err := a.run(ctx, p); err != nil {
 			return Result{}, err
@@ -263,15 +303,24 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, oneByOne bool) (res Resu
 	for i := range b.Txns {
 		res.MaxStamp = max(res.MaxStamp, b.Txns[i].Stamp)
 	}
+	commit := "COMMIT"
 	if res.MaxStamp != 0 {
 		q := "INSERT INTO " + s.qWatermarks + " (origin, applied_hlc, updated_at) VALUES (" +
 			strconv.Itoa(int(b.Origin)) + "," + strconv.FormatUint(uint64(res.MaxStamp), 10) + ",NOW(6))" +
 			" ON DUPLICATE KEY UPDATE applied_hlc = GREATEST(applied_hlc, VALUES(applied_hlc)), updated_at = VALUES(updated_at)"
-		if _, err := conn.ExecContext(ctx, q); err != nil {
+		if merge {
+			// One round trip: the server stops at a failed raise, so the
+			// COMMIT runs only after it succeeded.
+			commit = q + ";COMMIT"
+		} else if _, err := conn.ExecContext(ctx, q); err != nil {
 			return Result{}, bookkeepingError("raise the watermark in", s.qWatermarks, err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+	if _, err := conn.ExecContext(ctx, commit); err != nil {
+		if commit != "COMMIT" {
+			return Result{}, bookkeepingError(fmt.Sprintf("commit batch %s/%d [%d, %d) after raising the watermark in",
+				b.Topic, b.Partition, b.FirstOffset, b.NextOffset), s.qWatermarks, err)
+		}
 		return Result{}, fmt.Errorf("sink: commit batch %s/%d [%d, %d): %w", b.Topic, b.Partition, b.FirstOffset, b.NextOffset, err)
 	}
 	committed = true
@@ -307,14 +356,92 @@ func (r *Result) tally(p *plan) {
 }
 
 // claim takes a sink connection and claims b's offsets as the first
-// statement of its apply transaction (see claimOffsets). conn is nil only
-// when there is no connection to release.
-func (s *MySQL) claim(ctx context.Context, b Batch) (conn *sql.Conn, already bool, err error) {
+// statement of its apply transaction (see claimOffsets); with a plan p it
+// also reads the versions of p's first rows in the same round trip
+// (claimAndRead). conn is nil only when there is no connection to release.
+func (s *MySQL) claim(ctx context.Context, b Batch, a *applier, p *plan) (conn *sql.Conn, already bool, err error) {
 	conn, err = s.firstUse(ctx, staleConn, func(c *sql.Conn) (err error) {
-		already, err = s.claimOffsets(ctx, c, b)
+		if p == nil {
+			already, err = s.claimOffsets(ctx, c, b)
+			return err
+		}
+		a.tx = c
+		already, err = s.claimAndRead(ctx, c, b, a, p)
 		return err
 	})
 	return conn, already, err
+}
+
+// claimAndRead claims b's offsets and reads the row versions of the first
+// keys of every table of p (as lookup would) in one round trip. The claim
+// stays the transaction's first statement; the reads only lock rows,
+// which the rollback of a batch found applied already, or fenced,
+// releases.
+func (s *MySQL) claimAndRead(ctx context.Context, c *sql.Conn, b Batch, a *applier, p *plan) (already bool, err error) {
+	q := s.claimSQL(b)
+	q = append(q, ";SELECT ROW_COUNT()"...)
+	var reads []*read
+	for _, tp := range p.tables {
+		tp.read = 0
+		if len(tp.items) == 0 {
+			continue
+		}
+		r, _, err := a.newRead(tp, tp.items, readRows)
+		if err != nil {
+			return false, err
+		}
+		reads = append(reads, r)
+		q = append(q, ';')
+		q = append(q, r.q...)
+	}
+	rows, err := c.QueryContext(ctx, string(q))
+	if err != nil {
+		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
+	}
+	defer rows.Close()
+	// go-sql-driver moves past the upsert's result, which has no columns,
+	// by itself; another driver may not.
+	if cols, err := rows.Columns(); err == nil && len(cols) == 0 && !rows.NextResultSet() {
+		return false, bookkeepingError("write the offsets row in", s.qOffsets, resultErr(rows))
+	}
+	var n int64
+	for rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return false, bookkeepingError("count the rows the claim changed in", s.qOffsets, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, bookkeepingError("count the rows the claim changed in", s.qOffsets, err)
+	}
+	for _, r := range reads {
+		if !rows.NextResultSet() {
+			return false, a.stmtError(r.tp.meta, resultErr(rows))
+		}
+		if err := a.scanRows(rows, r.tp.meta, r.ncols(), r.row); err != nil {
+			return false, err
+		}
+		r.tp.read = len(r.chunk)
+	}
+	if err := rows.Close(); err != nil {
+		return false, bookkeepingError("read the versions after claiming in", s.qOffsets, err)
+	}
+	if already, err = s.settleClaim(ctx, c, b, n); err != nil || already {
+		return already, err
+	}
+	for _, r := range reads {
+		if err := a.finishRead(ctx, r); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// resultErr is why a multi-statement query has no next result.
+func resultErr(rows *sql.Rows) error {
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return errors.New("the server sent fewer results than statements")
 }
 
 // firstUse takes a configured connection and runs use on it. A pooled
@@ -372,6 +499,19 @@ const rollbackTimeout = 10 * time.Second
 // per batch, and a row that a concurrent replicator creates first is
 // judged by its epoch like any other.
 func (s *MySQL) claimOffsets(ctx context.Context, c stmtRunner, b Batch) (already bool, err error) {
+	res, err := c.ExecContext(ctx, string(s.claimSQL(b)))
+	if err != nil {
+		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return s.settleClaim(ctx, c, b, n)
+}
+
+// claimSQL is the conditional upsert of b's offsets row (claimOffsets).
+func (s *MySQL) claimSQL(b Batch) []byte {
 	epoch := strconv.AppendUint(nil, b.Epoch, 10)
 	next := strconv.AppendInt(nil, b.NextOffset, 10)
 	q := make([]byte, 0, 512)
@@ -408,12 +548,16 @@ func (s *MySQL) claimOffsets(ctx context.Context, c stmtRunner, b Batch) (alread
 			q = append(q, ", "...)
 		}
 	}
-	res, err := c.ExecContext(ctx, string(q))
-	if err != nil {
-		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 0 {
-		return false, err // 1: created, 2: advanced
+	return q
+}
+
+// settleClaim decides a claim from the upsert's affected rows n: 1
+// created the row, 2 advanced it; 0 left it, and a read of the row (locked
+// by the upsert) tells whether b was applied already or another epoch
+// holds the partition.
+func (s *MySQL) settleClaim(ctx context.Context, c stmtRunner, b Batch, n int64) (already bool, err error) {
+	if n != 0 {
+		return false, nil
 	}
 	where := make([]byte, 0, 64)
 	where = append(where, " WHERE topic = "...)
@@ -559,6 +703,21 @@ func (s *MySQL) acquire(ctx context.Context) (conn *sql.Conn, pooled bool, err e
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			discard(conn)
 			return nil, false, fmt.Errorf("sink: configure session (%s): %w", q, err)
+		}
+	}
+	if s.multi.Load() == multiUnknown {
+		// A connection without go-sql-driver's multiStatements gets a
+		// syntax error for two statements in one query.
+		_, err := conn.ExecContext(ctx, "DO 1;DO 1")
+		switch n := sqlErrorNumber(err); {
+		case err == nil:
+			s.multi.Store(multiOn)
+		case n == erParse:
+			s.multi.Store(multiOff)
+			s.log.Info("the sink's connections take one statement per query (DSN without multiStatements=true): each statement of a batch costs a round trip")
+		default:
+			discard(conn)
+			return nil, false, fmt.Errorf("sink: probe for multi-statement queries: %w", err)
 		}
 	}
 	var packet int64

@@ -55,6 +55,9 @@ type tablePlan struct {
 	// far as collapsing allows; the one-transaction-at-a-time fallback
 	// covers the rest.
 	delRank, upsRank int
+	// read counts the first items whose row versions the claim's round
+	// trip already read (claimAndRead).
+	read int
 }
 
 // plan is a batch collapsed per row: for every (schema, table, primary key)

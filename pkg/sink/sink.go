@@ -212,6 +212,7 @@ func (e *transientError) Unwrap() error { return e.err }
 
 // MariaDB/MySQL error numbers the sink tells apart.
 const (
+	erParse            = 1064
 	erDupEntry         = 1062
 	erLockWaitTimeout  = 1205
 	erLockDeadlock     = 1213
