@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -63,10 +62,10 @@ type applier struct {
 	raw   []sql.RawBytes
 	scan  []any
 
-	// conn, when set, lets the data-changing statements of a phase be
-	// queued and sent several per round trip (see queue and flush); nil
-	// runs each on its own.
-	conn         *sql.Conn
+	// merge lets the data-changing statements of a batch be queued and
+	// sent several per round trip (see queue and flush); false runs each
+	// on its own.
+	merge        bool
 	pending      []pendingStmt
 	pendingBytes int
 }
@@ -83,11 +82,10 @@ type pendingStmt struct {
 	done  doneFunc // nil: nothing to learn from the result
 }
 
-// mergedError is the failure of statements sent in one round trip: the
-// server ran them in order and stopped at the failing one, but the
-// driver does not say which one that was. Apply runs the batch again one
-// statement per round trip, where every error names its table and the
-// collapsed batch's usual fallbacks apply.
+// mergedError says that statements sent in one round trip came back with
+// fewer results than statements and no error to tell which one stopped
+// them (flush; not seen with MariaDB or MySQL). Apply runs the batch again
+// one statement per round trip.
 type mergedError struct {
 	n   int
 	err error
@@ -161,8 +159,17 @@ func (a *applier) run(ctx context.Context, p *plan) error {
 			return err
 		}
 	}
-	if err := a.flush(ctx); err != nil {
+	reads, err := a.freshReads(ups)
+	if err != nil {
 		return err
+	}
+	if err := a.flush(ctx, reads...); err != nil {
+		return err
+	}
+	for _, r := range reads {
+		if err := a.finishRead(ctx, r); err != nil {
+			return err
+		}
 	}
 	for _, tp := range ups {
 		if err := a.checkFresh(ctx, tp, fresh(tp)); err != nil {
@@ -595,7 +602,7 @@ func (a *applier) multiRow(ctx context.Context, m *tableMeta, items []*item, hea
 // behind: sent together, a batch's tombstones, deletes and upserts of
 // every table take one round trip instead of one each.
 func (a *applier) queue(ctx context.Context, m *tableMeta, q string, chunk []*item, done doneFunc) error {
-	if a.conn == nil {
+	if !a.merge {
 		res, err := a.exec(ctx, m, q)
 		if err != nil {
 			return err
@@ -606,27 +613,31 @@ func (a *applier) queue(ctx context.Context, m *tableMeta, q string, chunk []*it
 		}
 		return nil
 	}
-	if len(a.pending) > 0 && a.pendingBytes+len(q)+1 > a.stmtBudget() {
+	if len(a.pending) > 0 && a.pendingBytes+len(q)+len(rowCount) > a.stmtBudget() {
 		if err := a.flush(ctx); err != nil {
 			return err
 		}
 	}
 	a.pending = append(a.pending, pendingStmt{m: m, q: q, chunk: chunk, done: done})
-	a.pendingBytes += len(q) + 1
+	a.pendingBytes += len(q) + len(rowCount)
 	return nil
 }
 
-// flush sends the queued statements in one round trip (a multi-statement
-// query; the sink's connections allow them, see MySQL.multi) and hands
-// each its affected rows. A single statement goes alone, so that its error
-// names its table.
-func (a *applier) flush(ctx context.Context) error {
+// rowCount follows every write of a merged round trip (flush).
+const rowCount = ";SELECT ROW_COUNT();"
+
+// flush sends the queued statements, then reads, in one round trip (a
+// multi-statement query; the sink's connections allow them, see
+// MySQL.multi). Each write is followed by SELECT ROW_COUNT(), which hands
+// it its affected rows and tells which statement an error belongs to: the
+// server stops at the failing one. A single write goes alone.
+func (a *applier) flush(ctx context.Context, reads ...*read) error {
 	pend := a.pending
 	a.pending, a.pendingBytes = nil, 0
-	if len(pend) == 0 {
+	if len(pend)+len(reads) == 0 {
 		return nil
 	}
-	if len(pend) == 1 {
+	if len(pend) == 1 && len(reads) == 0 {
 		p := pend[0]
 		res, err := a.exec(ctx, p.m, p.q)
 		if err != nil {
@@ -639,40 +650,72 @@ func (a *applier) flush(ctx context.Context) error {
 		return nil
 	}
 	a.buf = a.buf[:0]
-	for i, p := range pend {
-		if i > 0 {
-			a.buf = append(a.buf, ';')
-		}
+	for _, p := range pend {
 		a.buf = append(a.buf, p.q...)
+		a.buf = append(a.buf, rowCount...)
 	}
-	q := string(a.buf)
-	var affected []int64
-	err := a.conn.Raw(func(dc any) error {
-		ex, ok := dc.(driver.ExecerContext)
-		if !ok {
-			return fmt.Errorf("driver connection %T cannot execute statements", dc)
+	for _, r := range reads {
+		a.buf = append(a.buf, r.q...)
+		a.buf = append(a.buf, ';')
+	}
+	q := string(a.buf[:len(a.buf)-1])
+	first := func() *tableMeta {
+		if len(pend) > 0 {
+			return pend[0].m
 		}
-		res, err := ex.ExecContext(ctx, q, nil)
-		if err != nil {
+		return reads[0].tp.meta
+	}
+	rows, err := a.tx.QueryContext(ctx, q)
+	if err != nil {
+		return a.stmtError(first(), err)
+	}
+	defer rows.Close()
+	// next moves to the next statement's result. go-sql-driver moves past
+	// the first write's result, which has no columns, by itself and
+	// NextResultSet past the others.
+	started := false
+	next := func(m *tableMeta) error {
+		if !started {
+			started = true
+			if cols, err := rows.Columns(); err == nil && len(cols) > 0 {
+				return nil
+			}
+		}
+		if rows.NextResultSet() {
+			return nil
+		}
+		if err := rows.Err(); err != nil {
+			return a.stmtError(m, err)
+		}
+		return &mergedError{n: len(pend) + len(reads), err: errors.New("the server sent fewer results than statements")}
+	}
+	for _, p := range pend {
+		if err := next(p.m); err != nil {
 			return err
 		}
-		r, ok := res.(mysql.Result)
-		if !ok {
-			return fmt.Errorf("driver result %T has no per-statement row counts", res)
+		var n int64
+		for rows.Next() {
+			if err := rows.Scan(&n); err != nil {
+				return fmt.Errorf("sink: read the row count of a statement on %s: %w", p.m.name, err)
+			}
 		}
-		affected = r.AllRowsAffected()
-		return nil
-	})
-	if err == nil && len(affected) != len(pend) {
-		err = fmt.Errorf("the server answered %d of them", len(affected))
-	}
-	if err != nil {
-		return &mergedError{n: len(pend), err: err}
-	}
-	for i, p := range pend {
+		if err := rows.Err(); err != nil {
+			return a.stmtError(p.m, err)
+		}
 		if p.done != nil {
-			p.done(affected[i], p.chunk)
+			p.done(n, p.chunk)
 		}
+	}
+	for _, r := range reads {
+		if err := next(r.tp.meta); err != nil {
+			return err
+		}
+		if err := a.scanRows(rows, r.tp.meta, r.ncols(), r.row); err != nil {
+			return err
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return a.stmtError(first(), err)
 	}
 	return nil
 }
@@ -706,6 +749,43 @@ func (a *applier) upserts(ctx context.Context, tp *tablePlan) error {
 		}
 	}
 	return nil
+}
+
+// freshReads returns, when statements are merged, the reads of the
+// tombstones of every upserted row that was missing at the lookup, to be
+// sent after the writes in their round trip: checkFresh needs them read
+// after the write. (A row a concurrent writer inserted since the lookup,
+// raced, is read again in full by checkFresh.) Reads that would make the
+// round trip too large are left to checkFresh.
+func (a *applier) freshReads(ups []*tablePlan) ([]*read, error) {
+	if !a.merge {
+		return nil, nil
+	}
+	var reads []*read
+	size := a.pendingBytes
+	for _, tp := range ups {
+		var missing []*item
+		for _, it := range tp.items {
+			if !it.isDelete() && !it.present && (it.state == statePending || it.state == stateApplied) {
+				missing = append(missing, it)
+			}
+		}
+		for len(missing) > 0 {
+			r, rest, err := a.newRead(tp, missing, readTombs)
+			if err != nil {
+				return nil, err
+			}
+			if size += len(r.q) + 1; size > a.stmtBudget() {
+				return reads, nil
+			}
+			for _, it := range r.chunk {
+				it.tombV, it.tombRead = 0, true
+			}
+			reads = append(reads, r)
+			missing = rest
+		}
+	}
+	return reads, nil
 }
 
 // fresh returns tp's upserted rows that were missing: their tombstones are
@@ -782,9 +862,9 @@ func (a *applier) upsertsUnique(ctx context.Context, m *tableMeta, lay *layout, 
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
-	conn := a.conn
-	a.conn = nil
-	defer func() { a.conn = conn }()
+	merge := a.merge
+	a.merge = false
+	defer func() { a.merge = merge }()
 	var existing, missing []*item
 	for _, it := range items {
 		if it.present {
@@ -901,12 +981,15 @@ func (a *applier) checkFresh(ctx context.Context, tp *tablePlan, fresh []*item) 
 	m := tp.meta
 	var clean, raced []*item
 	for _, it := range fresh {
-		it.tombV = 0
 		if it.raced {
+			it.tombV = 0
 			it.present = false
 			raced = append(raced, it)
-		} else {
-			it.rowV = it.ch.Version // inserted by this transaction
+			continue
+		}
+		it.rowV = it.ch.Version // inserted by this transaction
+		if !it.tombRead {
+			it.tombV = 0
 			clean = append(clean, it)
 		}
 	}

@@ -208,3 +208,56 @@ func TestUnpreparedMetaSchema(t *testing.T) {
 		t.Errorf("Offsets: %v, want a retryable error", err)
 	}
 }
+
+// TestMergedWritesNameFailingTable: writes sent in one round trip (flush)
+// stop at the one that fails, and its error names that statement's
+// table: the statements before it ran and were counted, the ones after
+// it did not run.
+func TestMergedWritesNameFailingTable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, kvTable, "CREATE TABLE short (id INT NOT NULL PRIMARY KEY, s VARCHAR(3)) ENGINE=InnoDB")
+	ctx := context.Background()
+	conn, _, err := f.sink.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { f.sink.release(conn, rollback(conn) == nil) }()
+	if f.sink.multi.Load() != multiOn {
+		t.Fatalf("sink's connections take one statement per query")
+	}
+	kv, _, err := f.sink.meta.get(ctx, f.data, "kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _, err := f.sink.meta.get(ctx, f.data, "short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{s: f.sink, tx: conn, merge: true}
+	var counts []int64
+	count := func(n int64, _ []*item) { counts = append(counts, n) }
+	for _, w := range []struct {
+		m *tableMeta
+		q string
+	}{
+		{kv, "INSERT INTO " + kv.qTable + " (id, val, _tandem_hlc) VALUES (1, 'a', 1), (2, 'b', 1)"},
+		{short, "INSERT INTO " + short.qTable + " (id, s, _tandem_hlc) VALUES (1, 'abcd', 1)"},
+		{kv, "INSERT INTO " + kv.qTable + " (id, val, _tandem_hlc) VALUES (3, 'c', 1)"},
+	} {
+		if err := a.queue(ctx, w.m, w.q, nil, count); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = a.flush(ctx)
+	var de *dataError
+	if !errors.As(err, &de) || de.m != short || !strings.Contains(err.Error(), "Data too long") {
+		t.Fatalf("flush: %v (%#v), want a data error of %s", err, de, short.name)
+	}
+	if len(counts) != 1 || counts[0] != 2 {
+		t.Errorf("row counts handed out %v, want [2] (the first statement only)", counts)
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+kv.qTable).Scan(&n); err != nil || n != 2 {
+		t.Errorf("kv holds %d rows in the transaction (%v), want 2: the statement after the failing one ran", n, err)
+	}
+}

@@ -263,10 +263,7 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, mode applyMode) (res Res
 		return Result{AlreadyApplied: already}, err
 	}
 
-	a.tx = conn
-	if merge {
-		a.conn = conn
-	}
+	a.tx, a.merge = conn, merge
 	if !mode.oneByOne {
 		if p == nil {
 			if p, err = s.buildPlan(ctx, b.Txns, 0); err != nil {

@@ -37,6 +37,9 @@ type item struct {
 	tombV   hlc.Timestamp // the tombstone's version, 0 if none
 	chunk   int           // scratch: the read that asked for this item
 	raced   bool          // missing at lookup, but maybe not when written
+	// tombRead: tombV was read after this transaction's write, in the
+	// write's round trip (run), so checkFresh need not read it again.
+	tombRead bool
 
 	state itemState
 }
