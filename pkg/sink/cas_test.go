@@ -158,6 +158,14 @@ func TestIdempotency(t *testing.T) {
 	if res := f.apply(t, old); !res.AlreadyApplied {
 		t.Errorf("older batch: %+v, want AlreadyApplied", res)
 	}
+
+	// A replayed batch whose table was dropped since is still recognised
+	// by its offsets, not refused for the missing table.
+	f.exec(t, "DROP TABLE kv")
+	f.sink.meta.invalidate(f.data, "kv") // as a failed statement would
+	if res := f.apply(t, b); !res.AlreadyApplied {
+		t.Errorf("batch of a dropped table again: %+v, want AlreadyApplied", res)
+	}
 }
 
 // TestFencing: once epoch 2 applied, a batch of epoch 1 is refused and

@@ -240,9 +240,11 @@ func (s *MySQL) applyOnce(ctx context.Context, b Batch, mode applyMode) (res Res
 	var p *plan
 	if merge && !mode.oneByOne {
 		// Planned before the claim, so that the claim can carry the first
-		// reads (claimAndRead).
+		// reads (claimAndRead). A batch that cannot be planned is claimed
+		// first as usual: it may have been applied already, before its
+		// table changed, and then its error must not matter.
 		if p, err = s.buildPlan(ctx, b.Txns, 0); err != nil {
-			return Result{}, err
+			p, err = nil, nil
 		}
 	}
 	conn, already, err := s.claim(ctx, b, a, p)
