@@ -84,15 +84,22 @@ func newReplicator(ctx context.Context, cfg *config.Config, log *zap.Logger, reg
 	if r.db, err = sql.Open("mysql", cfg.Database.DSN()); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	r.db.SetMaxOpenConns(4 + 2*len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
-	r.db.SetMaxIdleConns(4 + len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
+	// Housekeeping, start checks and, under HA, the tenant queues (one
+	// partition at a time per peer) use this pool.
+	peerParts := len(cfg.Peers) * max(cfg.Kafka.Partitions, 1)
+	r.db.SetMaxOpenConns(4 + peerParts)
+	r.db.SetMaxIdleConns(4)
 	r.db.SetConnMaxLifetime(30 * time.Minute)
 	// The sinks have a pool of their own that allows several statements
-	// per query (config.Database.SinkDSN); they keep its connections.
+	// per query (config.Database.SinkDSN). They keep the connections they
+	// take, one per partition applying (two while a home-only tenant's
+	// sink applies beside the peer's), so its idle ones serve only their
+	// metadata reads.
 	if r.sinkDB, err = sql.Open("mysql", cfg.Database.SinkDSN()); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	r.sinkDB.SetMaxOpenConns(4 + 2*len(cfg.Peers)*max(cfg.Kafka.Partitions, 1))
+	r.sinkDB.SetMaxOpenConns(4 + 2*peerParts)
+	r.sinkDB.SetMaxIdleConns(2)
 	r.sinkDB.SetConnMaxLifetime(30 * time.Minute)
 
 	r.reader, err = binlog.New(binlog.Config{

@@ -436,7 +436,10 @@ func (m *MariaDB) args() []string {
 		"--character-set-server=utf8mb4",
 		"--collation-server=utf8mb4_bin",
 		"--default-time-zone=+00:00",
-		"--max-connections=500",
+		// Parallel tests share a server, each with replicators holding
+		// pools (the sinks' and the rest), verifiers and load
+		// generators: 250 connections at once were seen in one run.
+		"--max-connections=1500",
 		"--max-allowed-packet=64M",
 		// Durable against a killed process (the page cache survives), which
 		// is the crash these tests inject; not against a machine crash.
