@@ -149,7 +149,7 @@ func (m *MariaDB) DSN(db string) string {
 // works and closes it when the test ends.
 func (m *MariaDB) DB(t testing.TB, db string) *sql.DB {
 	t.Helper()
-	return m.open(t, m.Config(db), db)
+	return m.Open(t, m.Config(db))
 }
 
 // SinkDB is DB with several statements allowed per query, as the
@@ -158,21 +158,23 @@ func (m *MariaDB) SinkDB(t testing.TB, db string) *sql.DB {
 	t.Helper()
 	cfg := m.Config(db)
 	cfg.MultiStatements = true
-	return m.open(t, cfg, db)
+	return m.Open(t, cfg)
 }
 
-func (m *MariaDB) open(t testing.TB, cfg *mysql.Config, db string) *sql.DB {
+// Open is DB for a configuration derived from Config: another address
+// (a proxy in front of the server), other driver settings.
+func (m *MariaDB) Open(t testing.TB, cfg *mysql.Config) *sql.DB {
 	t.Helper()
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
-		t.Fatalf("testenv: MariaDB %s: %v", m.Addr(), err)
+		t.Fatalf("testenv: MariaDB %s: %v", cfg.Addr, err)
 	}
 	pool := sql.OpenDB(conn)
 	t.Cleanup(func() { pool.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := pool.PingContext(ctx); err != nil {
-		t.Fatalf("testenv: MariaDB %s: connect to database %q: %v", m.Addr(), db, err)
+		t.Fatalf("testenv: MariaDB %s: connect to database %q: %v", cfg.Addr, cfg.DBName, err)
 	}
 	return pool
 }

@@ -626,6 +626,42 @@ func (a *applier) queue(ctx context.Context, m *tableMeta, q string, chunk []*it
 // rowCount follows every write of a merged round trip (flush).
 const rowCount = ";SELECT ROW_COUNT();"
 
+// resultSets walks the results of a multi-statement query, one result
+// per statement that returns rows.
+type resultSets struct {
+	rows    *sql.Rows
+	started bool
+}
+
+// errNoResult: a multi-statement query ended before its last statement
+// without an error.
+var errNoResult = errors.New("the server sent fewer results than statements")
+
+// next moves to the next result; false when there is none (rows.Err()
+// says why, nil when the server sent fewer than expected). go-sql-driver
+// moves past a first statement's result without columns (a write) by
+// itself, and NextResultSet past the others.
+func (r *resultSets) next() bool {
+	if !r.started {
+		r.started = true
+		if cols, err := r.rows.Columns(); err == nil && len(cols) > 0 {
+			return true
+		}
+	}
+	return r.rows.NextResultSet()
+}
+
+// count reads the current result's one number (a SELECT ROW_COUNT()).
+func (r *resultSets) count() (int64, error) {
+	var n int64
+	for r.rows.Next() {
+		if err := r.rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return n, r.rows.Err()
+}
+
 // flush sends the queued statements, then reads, in one round trip (a
 // multi-statement query; the sink's connections allow them, see
 // MySQL.multi). Each write is followed by SELECT ROW_COUNT(), which hands
@@ -670,36 +706,22 @@ func (a *applier) flush(ctx context.Context, reads ...*read) error {
 		return a.stmtError(first(), err)
 	}
 	defer rows.Close()
-	// next moves to the next statement's result. go-sql-driver moves past
-	// the first write's result, which has no columns, by itself and
-	// NextResultSet past the others.
-	started := false
+	rs := resultSets{rows: rows}
 	next := func(m *tableMeta) error {
-		if !started {
-			started = true
-			if cols, err := rows.Columns(); err == nil && len(cols) > 0 {
-				return nil
-			}
-		}
-		if rows.NextResultSet() {
+		if rs.next() {
 			return nil
 		}
 		if err := rows.Err(); err != nil {
 			return a.stmtError(m, err)
 		}
-		return &mergedError{n: len(pend) + len(reads), err: errors.New("the server sent fewer results than statements")}
+		return &mergedError{n: len(pend) + len(reads), err: errNoResult}
 	}
 	for _, p := range pend {
 		if err := next(p.m); err != nil {
 			return err
 		}
-		var n int64
-		for rows.Next() {
-			if err := rows.Scan(&n); err != nil {
-				return fmt.Errorf("sink: read the row count of a statement on %s: %w", p.m.name, err)
-			}
-		}
-		if err := rows.Err(); err != nil {
+		n, err := rs.count()
+		if err != nil {
 			return a.stmtError(p.m, err)
 		}
 		if p.done != nil {

@@ -2,14 +2,11 @@ package sink
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/tandemdb/tandem/internal/testenv"
 	"github.com/tandemdb/tandem/pkg/event"
@@ -192,12 +189,7 @@ func BenchmarkRoundTrips(b *testing.B) {
 			if rtt > 0 {
 				cfg.Addr = testenv.LatencyProxy(b, f.m.Addr(), rtt/2)
 			}
-			conn, err := mysql.NewConnector(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			db := sql.OpenDB(conn)
-			b.Cleanup(func() { db.Close() })
+			db := f.m.Open(b, cfg)
 			s, err := NewMySQL(db, f.sink.cfg, f.sink.log, f.clock)
 			if err != nil {
 				b.Fatal(err)

@@ -227,9 +227,10 @@ type applyMode struct {
 	// oneByOne applies the source transactions one at a time instead of
 	// collapsed.
 	oneByOne bool
-	// merge sends a phase's data-changing statements, and the watermark
-	// with the COMMIT, in one round trip each where the connection allows
-	// it (see applier.queue).
+	// merge sends a batch in three round trips where the connection
+	// allows several statements per query: the claim with the first reads
+	// (claimAndRead), the writes with the reads that follow them
+	// (applier.queue, flush), the watermark with the COMMIT.
 	merge bool
 }
 
@@ -398,22 +399,16 @@ func (s *MySQL) claimAndRead(ctx context.Context, c *sql.Conn, b Batch, a *appli
 		return false, bookkeepingError("write the offsets row in", s.qOffsets, err)
 	}
 	defer rows.Close()
-	// go-sql-driver moves past the upsert's result, which has no columns,
-	// by itself; another driver may not.
-	if cols, err := rows.Columns(); err == nil && len(cols) == 0 && !rows.NextResultSet() {
+	rs := resultSets{rows: rows}
+	if !rs.next() {
 		return false, bookkeepingError("write the offsets row in", s.qOffsets, resultErr(rows))
 	}
-	var n int64
-	for rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return false, bookkeepingError("count the rows the claim changed in", s.qOffsets, err)
-		}
-	}
-	if err := rows.Err(); err != nil {
+	n, err := rs.count()
+	if err != nil {
 		return false, bookkeepingError("count the rows the claim changed in", s.qOffsets, err)
 	}
 	for _, r := range reads {
-		if !rows.NextResultSet() {
+		if !rs.next() {
 			return false, a.stmtError(r.tp.meta, resultErr(rows))
 		}
 		if err := a.scanRows(rows, r.tp.meta, r.ncols(), r.row); err != nil {
@@ -440,7 +435,7 @@ func resultErr(rows *sql.Rows) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	return errors.New("the server sent fewer results than statements")
+	return errNoResult
 }
 
 // firstUse takes a configured connection and runs use on it. A pooled
