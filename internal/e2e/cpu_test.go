@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandemdb/tandem/internal/testenv"
 )
 
 // cpuSample is the CPU time (user+system, in clock ticks) every process
@@ -27,9 +29,6 @@ type procCPU struct {
 	comm  string
 	ticks uint64
 }
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
 
 // sampleCPU reads /proc. Benchmarks use it to show where the machine's
 // cores went during a measured phase: on a 2-core machine the replication
@@ -56,18 +55,9 @@ func sampleCPU() cpuSample {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid … utime(14) stime(15); comm may hold spaces.
-		open, end := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
-		if open < 0 || end < open {
-			continue
+		if comm, ticks, ok := testenv.ParseProcStat(b); ok {
+			s.procs[pid] = procCPU{comm: comm, ticks: ticks}
 		}
-		f := strings.Fields(string(b)[end+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseUint(f[11], 10, 64)
-		st, _ := strconv.ParseUint(f[12], 10, 64)
-		s.procs[pid] = procCPU{comm: string(b)[open+1 : end], ticks: ut + st}
 	}
 	return s
 }
@@ -82,7 +72,7 @@ func cpuReport(a, b cpuSample) string {
 		if q, ok := a.procs[pid]; ok && q.comm == p.comm {
 			used -= q.ticks
 		}
-		by[p.comm] += float64(used) / clockTicks / secs
+		by[p.comm] += float64(used) / testenv.ClockTicks / secs
 	}
 	names := make([]string, 0, len(by))
 	for n, v := range by {
@@ -95,8 +85,8 @@ func cpuReport(a, b cpuSample) string {
 	for _, n := range names {
 		parts = append(parts, fmt.Sprintf("%s %.2f", n, by[n]))
 	}
-	parts = append(parts, fmt.Sprintf("idle %.2f", float64(b.idle-a.idle)/clockTicks/secs),
-		fmt.Sprintf("stolen by the hypervisor %.2f", float64(b.steal-a.steal)/clockTicks/secs))
+	parts = append(parts, fmt.Sprintf("idle %.2f", float64(b.idle-a.idle)/testenv.ClockTicks/secs),
+		fmt.Sprintf("stolen by the hypervisor %.2f", float64(b.steal-a.steal)/testenv.ClockTicks/secs))
 	return "cores used: " + strings.Join(parts, ", ")
 }
 
