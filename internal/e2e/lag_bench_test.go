@@ -35,7 +35,9 @@ import (
 // BENCH_LAG_PARTITIONS (default 4) sets the partitions of each site's
 // topic; the bench has no tenants, so every transaction carries the
 // global tenant's key and one partition per direction carries them all,
-// in commit order (DESIGN.md §5), whatever the count. The log shows the cores each process used in the steady state;
+// in commit order (DESIGN.md §5), whatever the count. The log shows the
+// cores each process used in the steady state and each server's row lock
+// waits (the load's writers wait for the rows a sink batch has locked);
 // BENCH_PPROF=1 also takes CPU profiles of both replicators.
 func BenchmarkLiveLag(b *testing.B) {
 	rate := envInt("BENCH_LAG_RATE", 5000)
@@ -137,6 +139,7 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	case <-ctx.Done():
 	}
 	before := []promtext.Metrics{scrape(0), scrape(1)}
+	locksBefore := []rowLocks{readRowLocks(b, c.sites[0].srv), readRowLocks(b, c.sites[1].srv)}
 	cpuBefore := sampleCPU()
 	if c.pprof {
 		// BENCH_PPROF=1: CPU profiles of both replicators over most of
@@ -151,6 +154,14 @@ func liveLag(b *testing.B, rate, writers int, warm, dur time.Duration) {
 	}
 	wg.Wait()
 	benchf(b, "steady state, %s", cpuReport(cpuBefore, sampleCPU()))
+	for i, s := range c.sites {
+		// The sink's lookups lock the rows they find until its COMMIT
+		// (pkg/sink/doc.go), so the load's writers wait for them, and
+		// the sink sometimes for a writer (docs/measurements.md).
+		d := readRowLocks(b, s.srv).sub(locksBefore[i])
+		benchf(b, "%s: %d row lock waits in the steady state (%.0f ms each on average), %d deadlocks", s.name, d.waits, d.avgMillis(), d.deadlocks)
+		b.ReportMetric(float64(d.waits), s.name+"-row-lock-waits")
+	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	for _, err := range errs {
@@ -278,4 +289,48 @@ func keepEvidence(b *testing.B, c *cluster) {
 		}
 	}
 	benchf(b, "evidence of the failed run kept in %s", dir)
+}
+
+// rowLocks is a server's count of row lock waits (Innodb_row_lock_waits),
+// the milliseconds they took (Innodb_row_lock_time) and its deadlocks.
+type rowLocks struct{ waits, millis, deadlocks int64 }
+
+func readRowLocks(b *testing.B, srv *testenv.MariaDB) rowLocks {
+	rows, err := srv.DB(b, "").Query("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS " +
+		"WHERE VARIABLE_NAME IN ('INNODB_ROW_LOCK_WAITS', 'INNODB_ROW_LOCK_TIME', 'INNODB_DEADLOCKS')")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	var l rowLocks
+	for rows.Next() {
+		var name string
+		var v int64
+		if err := rows.Scan(&name, &v); err != nil {
+			b.Fatal(err)
+		}
+		switch name {
+		case "INNODB_ROW_LOCK_WAITS":
+			l.waits = v
+		case "INNODB_ROW_LOCK_TIME":
+			l.millis = v
+		case "INNODB_DEADLOCKS":
+			l.deadlocks = v
+		}
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+func (l rowLocks) sub(o rowLocks) rowLocks {
+	return rowLocks{l.waits - o.waits, l.millis - o.millis, l.deadlocks - o.deadlocks}
+}
+
+func (l rowLocks) avgMillis() float64 {
+	if l.waits == 0 {
+		return 0
+	}
+	return float64(l.millis) / float64(l.waits)
 }
