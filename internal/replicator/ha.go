@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -217,6 +218,9 @@ func fence(ctx context.Context, db *sql.DB, offsets, state string, epoch uint64,
 		}
 		done <- tx.Commit()
 	}()
+	// At least 250 ms (a quarter of the shortest lease allowed): InnoDB
+	// refreshes the lock tables lockBlockers reads only after 100 ms
+	// without readers, and faster polling would read a stale snapshot.
 	wait := min(patience/4, time.Second)
 	warned := false
 	for {
@@ -248,13 +252,56 @@ func fence(ctx context.Context, db *sql.DB, offsets, state string, epoch uint64,
 }
 
 // lockBlockers lists the connections whose transactions hold locks the
-// transaction of connection waiter waits for.
+// transaction of connection waiter waits for. MariaDB (and MySQL 5.7)
+// lists lock waits in information_schema.INNODB_LOCK_WAITS; MySQL 8
+// removed that table (error 1109) for performance_schema.data_lock_waits,
+// so the lookup falls back to that one (blockerQueries).
 func lockBlockers(ctx context.Context, db *sql.DB, waiter uint64) ([]uint64, error) {
-	rows, err := db.QueryContext(ctx, `SELECT DISTINCT b.trx_mysql_thread_id
-		FROM information_schema.INNODB_LOCK_WAITS w
-		JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id
-		JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id
-		WHERE r.trx_mysql_thread_id = ?`, waiter)
+	return blockersFrom(ctx, db, waiter, blockerQueries)
+}
+
+// blockersFrom runs queries in turn until one does not fail with error
+// 1109 (an information_schema table this server lacks).
+func blockersFrom(ctx context.Context, db *sql.DB, waiter uint64, queries []string) ([]uint64, error) {
+	var err error
+	for _, q := range queries {
+		var out []uint64
+		out, err = queryBlockers(ctx, db, q, waiter)
+		if me := (*mysql.MySQLError)(nil); !errors.As(err, &me) || me.Number != erUnknownTable {
+			return out, err
+		}
+	}
+	return nil, err
+}
+
+// blockerQueries are the lookups lockBlockers tries in turn.
+var blockerQueries = []string{
+	blockersQuery("information_schema.INNODB_LOCK_WAITS", "blocking_trx_id", "requesting_trx_id"),
+	blockersQueryMySQL8("performance_schema"),
+}
+
+// erUnknownTable is "Unknown table '…' in information_schema".
+const erUnknownTable = 1109
+
+// blockersQuery reads the blocking connections of a waiting connection
+// from waits, a table of lock waits by InnoDB transaction id, with
+// INNODB_TRX naming each transaction's connection.
+func blockersQuery(waits, blocking, requesting string) string {
+	return `SELECT DISTINCT b.trx_mysql_thread_id
+		FROM ` + waits + ` w
+		JOIN information_schema.INNODB_TRX b ON b.trx_id = w.` + blocking + `
+		JOIN information_schema.INNODB_TRX r ON r.trx_id = w.` + requesting + `
+		WHERE r.trx_mysql_thread_id = ?`
+}
+
+// blockersQueryMySQL8 is blockersQuery on MySQL 8's data_lock_waits in
+// schema (performance_schema; a test substitutes its own copy).
+func blockersQueryMySQL8(schema string) string {
+	return blockersQuery(schema+".data_lock_waits", "BLOCKING_ENGINE_TRANSACTION_ID", "REQUESTING_ENGINE_TRANSACTION_ID")
+}
+
+func queryBlockers(ctx context.Context, db *sql.DB, q string, waiter uint64) ([]uint64, error) {
+	rows, err := db.QueryContext(ctx, q, waiter)
 	if err != nil {
 		return nil, err
 	}
