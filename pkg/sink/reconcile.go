@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandemdb/tandem/pkg/hlc"
 	"github.com/tandemdb/tandem/pkg/schema"
+	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
 // kindLateInsert marks a row Reconcile removed (see there).
@@ -169,11 +170,12 @@ type HomeRows struct {
 //
 // Rows are named by the tenant column's bytes, exactly as the replicator
 // names a row's tenant (tenant.ValueString: the bytes of a string, the
-// decimal digits of an integer), whatever the column's collation or
-// character set. For a column of any other type (or one the table lacks)
-// a row's tenant is not known here, so no row stamped by any of the home
-// sites is compared with another site's tombstone: such a late insert may
-// stay (docs/known-issues.md), but no row that its rule keeps is removed.
+// decimal digits of an integer, the text of a date, …; tenant.SQLText
+// renders them in SQL), whatever the column's collation or character set.
+// For a FLOAT or DOUBLE column (or one the table lacks) a row's tenant is
+// not known here, so no row stamped by any of the home sites is compared
+// with another site's tombstone: such a late insert may stay
+// (docs/known-issues.md), but no row that its rule keeps is removed.
 // Every other row loses to its tombstone under every policy: a row of a
 // non-home site against a home tombstone, or two versions of one class,
 // ranked by the HLC order.
@@ -199,14 +201,18 @@ func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
 	}
 	slices.Sort(sites) // a stable statement text for the same snapshot
 	c := m.cols[h.Column]
-	if c == nil || !tenantBytesComparable(c.dataType) {
+	var col string
+	ok := false
+	if c != nil {
+		col, ok = tenant.SQLText(m.qTable+"."+quoteIdent(h.Column), c.dataType)
+	}
+	if !ok {
 		list := make([]string, len(sites))
 		for i, s := range sites {
 			list[i] = strconv.Itoa(s)
 		}
 		return " AND NOT (" + rowSite + " IN (" + strings.Join(list, ", ") + ") AND " + rowSite + " <> " + tombSite + ")"
 	}
-	col := "CAST(" + m.qTable + "." + quoteIdent(h.Column) + " AS BINARY)"
 	kept := make([]string, len(sites))
 	for i, site := range sites {
 		ids := make([]string, len(h.Tenants[uint8(site)]))
@@ -216,18 +222,6 @@ func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
 		kept[i] = "(COALESCE(" + col + " IN (" + strings.Join(ids, ", ") + "), FALSE) AND " + homeRow(uint8(site)) + ")"
 	}
 	return " AND NOT (" + strings.Join(kept, " OR ") + ")"
-}
-
-// tenantBytesComparable reports whether a column of dataType renders, cast
-// to BINARY, the text tenant.ValueString gives its binlog value.
-func tenantBytesComparable(dataType string) bool {
-	switch dataType {
-	case "tinyint", "smallint", "mediumint", "int", "bigint",
-		"char", "varchar", "tinytext", "text", "mediumtext", "longtext",
-		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
-		return true
-	}
-	return false
 }
 
 // reconcileMaxKeys bounds the late inserts one Reconcile call removes per

@@ -195,3 +195,51 @@ func TestReconcileHomeTenants(t *testing.T) {
 		}
 	}
 }
+
+// A tenant column of another type than a string or an integer names its
+// rows as the replicator renders its binlog value (tenant.SQLText; the
+// agreement is checked against the reader in pkg/binlog): a DATE as
+// "2024-01-02", a YEAR 0 as "0", an ENUM by its label. A FLOAT column
+// cannot name them, so every row a home site stamped stays.
+func TestReconcileHomeTenantsByOtherTypes(t *testing.T) {
+	t.Parallel()
+	const evTable = "CREATE TABLE ev (id BIGINT NOT NULL PRIMARY KEY, day DATE, yr YEAR, region ENUM('eu', 'us'), score FLOAT) ENGINE=InnoDB"
+	f := newFixture(t, Config{}, evTable)
+	ctx := context.Background()
+	row, tomb := hlc.New(1000, 0, 1), hlc.New(2000, 0, 2)
+	rv, tv := strconv.FormatUint(uint64(row), 10), strconv.FormatUint(uint64(tomb), 10)
+	for _, c := range []struct {
+		name  string
+		homes HomeRows
+		want  []int64 // rows kept
+	}{
+		{"date", HomeRows{Column: "day", Tenants: map[uint8][]string{1: {"2024-01-02"}}}, []int64{1}},
+		{"year", HomeRows{Column: "yr", Tenants: map[uint8][]string{1: {"0"}}}, []int64{2}},
+		{"enum", HomeRows{Column: "region", Tenants: map[uint8][]string{1: {"us"}}}, []int64{2}},
+		{"float", HomeRows{Column: "score", Tenants: map[uint8][]string{1: {"1.5"}}}, []int64{1, 2, 3}},
+	} {
+		f.execAsSink(t, "DELETE FROM ev", "DELETE FROM "+schema.TombTable("ev"),
+			"INSERT INTO ev (id, day, yr, region, score, _tandem_hlc) VALUES "+
+				"(1, '2024-01-02', 2024, 'eu', 1.5, "+rv+"), (2, '2024-01-03', 0, 'us', 2.5, "+rv+"), (3, NULL, NULL, NULL, NULL, "+rv+")",
+			"INSERT INTO "+schema.TombTable("ev")+" (id, _tandem_hlc) VALUES (1, "+tv+"), (2, "+tv+"), (3, "+tv+")")
+		if _, err := f.sink.Reconcile(ctx, f.data, "ev", 0, math.MaxUint64, c.homes); err != nil {
+			t.Fatalf("%s: Reconcile: %v", c.name, err)
+		}
+		var got []int64
+		rows, err := f.db.Query("SELECT id FROM ev ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, id)
+		}
+		rows.Close()
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: rows left %v; want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -222,6 +222,33 @@ func ValueString(v event.Value) string {
 	return string(v.Bytes)
 }
 
+// SQLText returns a SQL expression rendering col, a column expression of
+// information_schema DATA_TYPE dataType, as the bytes ValueString gives
+// that column's binlog value (as pkg/binlog decodes it), so that SQL can
+// name a tenant's rows exactly as the replicator does; ok is false for a
+// type it cannot render so. The expression is evaluated in a session
+// with time_zone '+00:00', as the sink's are: the reader renders a
+// TIMESTAMP in UTC.
+//
+// BIT and YEAR travel as numbers (ValueString: decimal digits), so they
+// are rendered through "+ 0": a BIT's bytes and YEAR 0's "0000" differ
+// from those digits. FLOAT and DOUBLE have no such expression: Go writes
+// 1e+06 where the server writes 1000000 or 1e6. pkg/binlog's
+// TestTenantTextMatchesSQL checks every type this accepts against the
+// reader on a real server.
+func SQLText(col, dataType string) (expr string, ok bool) {
+	switch dataType {
+	case "bit", "year":
+		return "CAST(" + col + " + 0 AS BINARY)", true
+	case "tinyint", "smallint", "mediumint", "int", "bigint",
+		"char", "varchar", "tinytext", "text", "mediumtext", "longtext",
+		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
+		"enum", "set", "decimal", "date", "datetime", "timestamp", "time":
+		return "CAST(" + col + " AS BINARY)", true
+	}
+	return "", false
+}
+
 // Split cuts t into one transaction per tenant, in the order each tenant
 // first appears, each keeping its changes in their original order. Every
 // part keeps t's identity (origin, GTID, stamp, commit time, fragment

@@ -1,0 +1,124 @@
+package binlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tandemdb/tandem/internal/testenv"
+	"github.com/tandemdb/tandem/pkg/event"
+	"github.com/tandemdb/tandem/pkg/tenant"
+)
+
+// tenant.SQLText renders a tenant column in SQL as the bytes the
+// replicator names its tenant by (tenant.ValueString of the value this
+// reader decodes), for every type it accepts; the late-insert reconciler
+// relies on it to find a home-policy tenant's rows. Checked here against
+// this reader on a real server, in a session with time_zone '+00:00' as
+// the sink's are; the rows are written in a session five hours east, so
+// that a TIMESTAMP read in any other zone would differ.
+func TestTenantTextMatchesSQL(t *testing.T) {
+	t.Parallel()
+	m := testenv.SharedMariaDB(t, 1)
+	dbName := testenv.NewDatabase(t, m)
+	db := m.DB(t, dbName)
+	cols := []struct {
+		name, def string
+		values    []string
+	}{
+		{"e", "ENUM('eu','us-east','x y')", []string{"'eu'", "'x y'", "'us-east'"}},
+		{"s", "SET('a','b','c')", []string{"''", "'a'", "'c,a'"}},
+		{"y", "YEAR", []string{"1901", "2024", "0"}},
+		{"d", "DATE", []string{"'2024-01-02'", "'1000-01-01'", "'9999-12-31'"}},
+		{"dc", "DECIMAL(12,3)", []string{"0", "-1.5", "123456789.125"}},
+		{"dc0", "DECIMAL(5,0)", []string{"0", "-7", "99999"}},
+		{"dt", "DATETIME", []string{"'2024-01-02 03:04:05'", "'1000-01-01 00:00:00'", "'9999-12-31 23:59:59'"}},
+		{"dt3", "DATETIME(3)", []string{"'2024-01-02 03:04:05.120'", "'2024-01-02 03:04:05'", "'2024-01-02 03:04:05.001'"}},
+		{"tm", "TIME(2)", []string{"'-12:00:01.50'", "'838:59:59'", "'00:00:00'"}},
+		{"ts", "TIMESTAMP(3) NULL", []string{"'2024-01-02 03:04:05.120'", "'1970-01-02 00:00:00'", "'2038-01-01 00:00:00'"}},
+		{"f", "FLOAT", []string{"1.5", "1000000", "0.1"}},
+		{"db", "DOUBLE", []string{"1.5", "1e20", "0.1"}},
+		{"bt", "BIT(8)", []string{"b'101'", "0", "255"}},
+		{"u", "INT UNSIGNED", []string{"0", "4294967295", "7"}},
+		{"bn", "BINARY(4)", []string{"'ab'", "'abcd'", "X'00FF'"}},
+		{"vc", "VARCHAR(20) CHARACTER SET latin1", []string{"'Tenant A'", "'café'", "''"}},
+		{"ch", "CHAR(4) CHARACTER SET utf8mb4", []string{"'ab'", "'é x'", "'a  '"}},
+	}
+	var defs, names []string
+	for _, c := range cols {
+		defs = append(defs, c.name+" "+c.def)
+		names = append(names, c.name)
+	}
+	execAll(t, db, "CREATE TABLE tt (id INT PRIMARY KEY, "+strings.Join(defs, ", ")+", _tandem_hlc BIGINT UNSIGNED NOT NULL DEFAULT 1)")
+	rr := startReader(t, readerConfig(m, dbName+".*"), event.Position{})
+	marks := syncReader(t, rr, db, dbName, "INSERT INTO tt (id) VALUES (%d)")
+	ctx := context.Background()
+	writer, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	if _, err := writer.ExecContext(ctx, "SET time_zone = '+05:00'"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		vals := []string{fmt.Sprint(1000 + i)}
+		for _, c := range cols {
+			vals = append(vals, c.values[i])
+		}
+		q := "INSERT INTO tt (id, " + strings.Join(names, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ")"
+		if _, err := writer.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	reader, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if _, err := reader.ExecContext(ctx, "SET time_zone = '+00:00'"); err != nil {
+		t.Fatal(err)
+	}
+	changes := rr.waitChanges(t, dbName, marks+3)[marks:]
+	types := map[string]string{}
+	rows, err := db.Query("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'tt'", dbName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n, dt string
+		if err := rows.Scan(&n, &dt); err != nil {
+			t.Fatal(err)
+		}
+		types[n] = dt
+	}
+	rows.Close()
+	checked := map[string]bool{}
+	for _, ch := range changes {
+		id := ch.Row[0].Int
+		for j, name := range ch.Columns {
+			if name == "id" || name == "_tandem_hlc" {
+				continue
+			}
+			expr, ok := tenant.SQLText("`"+name+"`", types[name])
+			if !ok {
+				if types[name] != "float" && types[name] != "double" {
+					t.Errorf("column %s (%s): SQLText refuses it", name, types[name])
+				}
+				continue
+			}
+			var text []byte
+			if err := reader.QueryRowContext(ctx, "SELECT "+expr+" FROM tt WHERE id = ?", id).Scan(&text); err != nil {
+				t.Fatal(err)
+			}
+			if got := tenant.ValueString(ch.Row[j]); got != string(text) {
+				t.Errorf("column %s (%s), row %d: the replicator names the tenant %q, SQL renders %q", name, types[name], id, got, text)
+			}
+			checked[types[name]] = true
+		}
+	}
+	if len(changes) != 3 || len(checked) != 13 {
+		t.Errorf("checked %d rows, types %v", len(changes), checked)
+	}
+}
