@@ -2,6 +2,7 @@ package binlog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -54,14 +55,18 @@ func TestTenantTextMatchesSQL(t *testing.T) {
 	rr := startReader(t, readerConfig(m, dbName+".*"), event.Position{})
 	marks := syncReader(t, rr, db, dbName, "INSERT INTO tt (id) VALUES (%d)")
 	ctx := context.Background()
-	writer, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
+	session := func(zone string) *sql.Conn {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.ExecContext(ctx, "SET time_zone = '"+zone+"'"); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	defer writer.Close()
-	if _, err := writer.ExecContext(ctx, "SET time_zone = '+05:00'"); err != nil {
-		t.Fatal(err)
-	}
+	writer, reader := session("+05:00"), session("+00:00")
 	for i := range 3 {
 		vals := []string{fmt.Sprint(1000 + i)}
 		for _, c := range cols {
@@ -71,14 +76,6 @@ func TestTenantTextMatchesSQL(t *testing.T) {
 		if _, err := writer.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
-	}
-	reader, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	if _, err := reader.ExecContext(ctx, "SET time_zone = '+00:00'"); err != nil {
-		t.Fatal(err)
 	}
 	changes := rr.waitChanges(t, dbName, marks+3)[marks:]
 	types := map[string]string{}

@@ -154,23 +154,6 @@ func TestReconcileHomeTenants(t *testing.T) {
 				"(4, 'HOME', "+rv+"), (5, 'home ', "+rv+")",
 			"INSERT INTO "+schema.TombTable("kv")+" (id, _tandem_hlc) VALUES (1, "+tv+"), (2, "+tv+"), (3, "+tv+"), (4, "+tv+"), (5, "+tv+")")
 	}
-	left := func() []int64 {
-		t.Helper()
-		rows, err := f.db.Query("SELECT id FROM kv ORDER BY id")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-		return ids
-	}
 	for _, c := range []struct {
 		name  string
 		homes HomeRows
@@ -190,7 +173,7 @@ func TestReconcileHomeTenants(t *testing.T) {
 		if _, err := f.sink.Reconcile(ctx, f.data, "kv", 0, math.MaxUint64, c.homes); err != nil {
 			t.Fatalf("%s: Reconcile: %v", c.name, err)
 		}
-		if got := left(); !slices.Equal(got, c.want) {
+		if got := idsOf(t, f.db, "kv"); !slices.Equal(got, c.want) {
 			t.Errorf("%s: rows left %v; want %v", c.name, got, c.want)
 		}
 	}
@@ -225,21 +208,30 @@ func TestReconcileHomeTenantsByOtherTypes(t *testing.T) {
 		if _, err := f.sink.Reconcile(ctx, f.data, "ev", 0, math.MaxUint64, c.homes); err != nil {
 			t.Fatalf("%s: Reconcile: %v", c.name, err)
 		}
-		var got []int64
-		rows, err := f.db.Query("SELECT id FROM ev ORDER BY id")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, id)
-		}
-		rows.Close()
-		if !slices.Equal(got, c.want) {
+		if got := idsOf(t, f.db, "ev"); !slices.Equal(got, c.want) {
 			t.Errorf("%s: rows left %v; want %v", c.name, got, c.want)
 		}
 	}
+}
+
+// idsOf lists the ids of table's rows in order.
+func idsOf(t *testing.T, db *sql.DB, table string) []int64 {
+	t.Helper()
+	rows, err := db.Query("SELECT id FROM " + table + " ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
