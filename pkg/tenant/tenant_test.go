@@ -345,3 +345,29 @@ func TestQueuesScanStops(t *testing.T) {
 		t.Fatalf("Scan saw offsets %v, %v; want [0 1], nil", got, err)
 	}
 }
+
+// SQLText's choice per type; that each accepted type renders what
+// ValueString gives the reader's value is checked on a real server by
+// pkg/binlog's TestTenantTextMatchesSQL.
+func TestSQLText(t *testing.T) {
+	for _, c := range []struct {
+		dataType, want string
+	}{
+		{"varchar", "CAST(t.`c` AS BINARY)"},
+		{"bigint", "CAST(t.`c` AS BINARY)"},
+		{"enum", "CAST(t.`c` AS BINARY)"},
+		{"datetime", "CAST(t.`c` AS BINARY)"},
+		{"decimal", "CAST(t.`c` AS BINARY)"},
+		{"year", "CAST(t.`c` + 0 AS BINARY)"}, // YEAR 0 is "0000" as text, 0 in the binlog
+		{"bit", "CAST(t.`c` + 0 AS BINARY)"},  // bytes as text, a number in the binlog
+		{"float", ""},                         // Go writes 1e+06, the server 1000000
+		{"double", ""},
+		{"json", ""},
+		{"geometry", ""},
+	} {
+		got, ok := SQLText("t.`c`", c.dataType)
+		if got != c.want || ok != (c.want != "") {
+			t.Errorf("SQLText(%s) = %q, %v; want %q", c.dataType, got, ok, c.want)
+		}
+	}
+}
