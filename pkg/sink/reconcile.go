@@ -200,10 +200,8 @@ func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
 		return ""
 	}
 	slices.Sort(sites) // a stable statement text for the same snapshot
-	c := m.cols[h.Column]
-	var col string
-	ok := false
-	if c != nil {
+	col, ok := "", false
+	if c := m.cols[h.Column]; c != nil {
 		col, ok = tenant.SQLText(m.qTable+"."+quoteIdent(h.Column), c.dataType)
 	}
 	if !ok {
