@@ -25,6 +25,7 @@ log() { printf 'setup: %s\n' "$*"; }
 want=(
 	"mariadb-server:/usr/sbin/mariadbd"
 	"mariadb-client:mariadb"
+	"mariadb-backup:mariadb-backup"
 	"redis-server:redis-server"
 	"faketime:faketime"
 	"libfaketime:/usr/lib/*/faketime/libfaketime.so.1"

@@ -71,6 +71,9 @@ type MariaDBOptions struct {
 	// ExtraArgs are appended to mariadbd's command line and so override
 	// the defaults.
 	ExtraArgs []string
+	// DataDirFrom, when set, is copied as the server's data directory
+	// instead of a fresh one: a physical backup restored (Backup).
+	DataDirFrom string
 }
 
 // SharedMariaDB returns the server of site (1..n) shared by all tests of the
@@ -384,9 +387,12 @@ func startMariaDB(opt MariaDBOptions, shared bool) (*MariaDB, error) {
 		os.RemoveAll(root)
 		return nil, fmt.Errorf("testenv: %w", err)
 	}
+	if opt.DataDirFrom != "" {
+		template = opt.DataDirFrom
+	}
 	if out, err := exec.Command("cp", "-a", template, m.DataDir).CombinedOutput(); err != nil {
 		os.RemoveAll(root)
-		return nil, fmt.Errorf("testenv: copy template datadir %s: %v: %s", template, err, out)
+		return nil, fmt.Errorf("testenv: copy datadir %s: %v: %s", template, err, out)
 	}
 	if opt.FakeTime != "" {
 		m.fakeFile = filepath.Join(root, "faketime")
