@@ -198,6 +198,18 @@ var errTopicNotFound = errors.New("topic not found")
 // what is produced from now on. A topic that does not exist yet has no
 // partitions (an empty map): everything it will ever hold comes later.
 func EndOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, k, topic, "end", kafka.LastOffsetOf)
+}
+
+// FirstOffsets returns, for every partition of topic, the offset of the
+// oldest record the brokers still hold (retention deletes older ones); in
+// an empty partition it equals the end offset. A topic that does not exist
+// yet has no partitions (an empty map).
+func FirstOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64, error) {
+	return listOffsets(ctx, k, topic, "first", kafka.FirstOffsetOf)
+}
+
+func listOffsets(ctx context.Context, k KafkaConfig, topic, which string, req func(int) kafka.OffsetRequest) (map[int]int64, error) {
 	c := k.client()
 	defer closeTransport(c)
 	n, err := topicPartitions(ctx, c, topic)
@@ -209,21 +221,25 @@ func EndOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64
 	}
 	reqs := make([]kafka.OffsetRequest, n)
 	for p := range reqs {
-		reqs[p] = kafka.LastOffsetOf(p)
+		reqs[p] = req(p)
 	}
 	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
-		return nil, fmt.Errorf("kafka: end offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("kafka: %s offsets of %s: %w", which, topic, err)
 	}
 	out := make(map[int]int64, n)
 	for _, po := range resp.Topics[topic] {
 		if po.Error != nil {
-			return nil, fmt.Errorf("kafka: end offset of %s/%d: %w", topic, po.Partition, po.Error)
+			return nil, fmt.Errorf("kafka: %s offset of %s/%d: %w", which, topic, po.Partition, po.Error)
 		}
-		out[po.Partition] = po.LastOffset
+		if which == "first" {
+			out[po.Partition] = po.FirstOffset
+		} else {
+			out[po.Partition] = po.LastOffset
+		}
 	}
 	if len(out) != n {
-		return nil, fmt.Errorf("kafka: end offsets of %s: %d of %d partitions answered", topic, len(out), n)
+		return nil, fmt.Errorf("kafka: %s offsets of %s: %d of %d partitions answered", which, topic, len(out), n)
 	}
 	return out, nil
 }
