@@ -35,6 +35,11 @@ commands:
                                       site as of one snapshot, and where its sinks start
                                       (--from-admin: that peer's admin server, needed with
                                       more than one peer; see docs/operations.md)
+  seed --config FILE --from PEER --backup-gtid GTID [--queues-empty-at-backup]
+                                      this site's database was restored from a physical
+                                      backup of PEER (consistent with GTID): store where its
+                                      sinks start and drop what was PEER's alone; run
+                                      schema prepare first (see docs/operations.md)
   backfill --config FILE [--chunk N] [--rate ROWS/S] [--table SCHEMA.TABLE]... [--dry-run]
                                       stamp the rows that existed before replication started
                                       (version 0) so that they replicate; run at every site

@@ -40,20 +40,27 @@ type seedSource struct {
 }
 
 // cmdSeed: replicator seed --config FILE --from PEER --from-addr HOST:PORT
-// [--from-user USER]. See docs/operations.md ("Adding a site").
+// [--from-user USER], or, for a database restored from a physical backup
+// of PEER, replicator seed --config FILE --from PEER --backup-gtid GTID
+// [--queues-empty-at-backup]. See docs/operations.md ("Adding a site").
 func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
-	var from, fromAddr, fromUser, fromAdmin *string
+	var from, fromAddr, fromUser, fromAdmin, backupGTID *string
+	var queuesEmpty *bool
 	cfg, _, err := loadConfig("seed", args, env, func(fs *flag.FlagSet) {
 		from = fs.String("from", "", "the peer (site name) to copy from")
 		fromAddr = fs.String("from-addr", "", "host:port of that peer's database server")
 		fromUser = fs.String("from-user", "", "user at that server (default: this site's database user)")
 		fromAdmin = fs.String("from-admin", "", "base URL of that peer's replicator admin server (needed with more than one peer)")
+		backupGTID = fs.String("backup-gtid", "", "instead of copying: this site's database was restored from a physical backup of the peer, "+
+			"consistent with this GTID position (the GTID field of the backup's xtrabackup_binlog_info)")
+		queuesEmpty = fs.Bool("queues-empty-at-backup", false, "with --backup-gtid and more than one peer: the peer held no queued messages when the backup was taken")
 	})
 	if err != nil {
 		return err
 	}
-	if *from == "" || *fromAddr == "" {
-		return usageError{errors.New("seed: --from PEER and --from-addr HOST:PORT are required")}
+	if *from == "" || (*fromAddr == "") == (*backupGTID == "") {
+		return usageError{errors.New("seed: --from PEER and either --from-addr HOST:PORT (copy from the peer's database) " +
+			"or --backup-gtid GTID (this database was restored from the peer's physical backup) are required")}
 	}
 	src := seedSource{database: cfg.Database}
 	found := false
@@ -66,6 +73,13 @@ func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout
 	}
 	if !found {
 		return fmt.Errorf("seed: --from %q is not one of this site's peers (allowed: %s)", *from, strings.Join(names, ", "))
+	}
+	if *backupGTID != "" {
+		set, err := parseBackupGTID(*backupGTID)
+		if err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		return seedFromBackup(ctx, cfg, backupSource{peer: src.peer, gtid: set, text: strings.TrimSpace(*backupGTID), queuesEmpty: *queuesEmpty}, stdout)
 	}
 	host, port, err := net.SplitHostPort(*fromAddr)
 	n, perr := strconv.Atoi(port)
