@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,8 @@ import (
 // `replicator seed --backup-gtid` refuses until `schema prepare` gave the
 // restored tables B's triggers, then stores where B's sinks start in A's
 // topic (just after the backup's last transaction) and removes what was
-// A's alone, writing nothing to B's binary log. B runs, is written too,
+// A's alone, writing nothing to B's binary log, with the least privileges
+// docs/privileges.md lists. B runs, is written too,
 // and the sites converge row by row, versions included, with no change
 // published twice.
 func TestSeedFromBackup(t *testing.T) {
@@ -84,8 +86,23 @@ func TestSeedFromBackup(t *testing.T) {
 	if out, err := c.replicatorCmd(1, "schema", "prepare"); err != nil {
 		t.Fatalf("schema prepare at B: %v\n%s", err, out)
 	}
+	// The seed runs with the account of docs/privileges.md ("Seed").
+	user := "tandem_seed_" + strings.TrimPrefix(c.db, "e2e")
+	account := "'" + user + "'@'%'"
+	b.Exec(t, "CREATE USER "+account+" IDENTIFIED BY 'seed-pw'")
+	for _, g := range []string{"SELECT, TRIGGER ON `" + c.db + "`.*", "SELECT, INSERT, UPDATE, DELETE, TRIGGER ON `" + c.meta + "`.*", "BINLOG ADMIN ON *.*"} {
+		b.Exec(t, "GRANT "+g+" TO "+account)
+	}
+	cfgText, err := os.ReadFile(c.sites[1].cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedCfg := c.sites[1].cfg + ".seed.yaml"
+	if err := os.WriteFile(seedCfg, []byte(strings.Replace(string(cfgText), "user: root}", "user: "+user+"}", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	before := binlogPos()
-	out, err := c.replicatorCmd(1, "seed", "--from", "s1", "--backup-gtid", gtid)
+	out, err := c.replicatorCmdWith(seedCfg, []string{"TANDEM_DATABASE_PASSWORD=seed-pw"}, "seed", "--from", "s1", "--backup-gtid", gtid)
 	if err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
