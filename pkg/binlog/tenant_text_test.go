@@ -12,14 +12,16 @@ import (
 	"github.com/tandemdb/tandem/pkg/tenant"
 )
 
-// tenant.SQLText renders a tenant column in SQL as the bytes the
-// replicator names its tenant by (tenant.ValueString of the value this
-// reader decodes), for every type it accepts; the late-insert reconciler
-// relies on it to find a home-policy tenant's rows. Checked here against
-// this reader on a real server, in a session with time_zone '+00:00' as
-// the sink's are; the rows are written in a session five hours east, so
-// that a TIMESTAMP read in any other zone would differ.
-func TestTenantTextMatchesSQL(t *testing.T) {
+// tenant.SQLMatch finds a tenant's rows in SQL exactly as the replicator
+// names a row's tenant (tenant.ValueString of the value this reader
+// decodes), for every type it accepts; the late-insert reconciler relies
+// on it to find a home-policy tenant's rows. Checked here against this
+// reader on a real server: for each row and column, the condition for the
+// tenant the reader names selects that row and no other. The session has
+// time_zone '+00:00', as the sink's have; the rows are written in a
+// session five hours east, so that a TIMESTAMP read in any other zone
+// would differ.
+func TestTenantSQLMatchesReader(t *testing.T) {
 	t.Parallel()
 	m := testenv.SharedMariaDB(t, 1)
 	dbName := testenv.NewDatabase(t, m)
@@ -98,24 +100,32 @@ func TestTenantTextMatchesSQL(t *testing.T) {
 			if name == "id" || name == "_tandem_hlc" {
 				continue
 			}
-			expr, ok := tenant.SQLText("`"+name+"`", types[name])
+			ten := tenant.ValueString(ch.Row[j])
+			cond, ok := tenant.SQLMatch("`"+name+"`", types[name], []string{ten}, func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" })
 			if !ok {
-				if types[name] != "float" && types[name] != "double" {
-					t.Errorf("column %s (%s): SQLText refuses it", name, types[name])
-				}
+				t.Errorf("column %s (%s): SQLMatch refuses it", name, types[name])
 				continue
 			}
-			var text []byte
-			if err := reader.QueryRowContext(ctx, "SELECT "+expr+" FROM tt WHERE id = ?", id).Scan(&text); err != nil {
-				t.Fatal(err)
+			var ids []int64
+			sel, err := reader.QueryContext(ctx, "SELECT id FROM tt WHERE id >= 1000 AND "+cond+" ORDER BY id")
+			if err != nil {
+				t.Fatalf("%s: %v", cond, err)
 			}
-			if got := tenant.ValueString(ch.Row[j]); got != string(text) {
-				t.Errorf("column %s (%s), row %d: the replicator names the tenant %q, SQL renders %q", name, types[name], id, got, text)
+			for sel.Next() {
+				var got int64
+				if err := sel.Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, got)
+			}
+			sel.Close()
+			if len(ids) != 1 || ids[0] != id {
+				t.Errorf("column %s (%s), row %d: the replicator names the tenant %q; %s selects rows %v", name, types[name], id, ten, cond, ids)
 			}
 			checked[types[name]] = true
 		}
 	}
-	if len(changes) != 3 || len(checked) != 13 {
+	if len(changes) != 3 || len(checked) != 15 {
 		t.Errorf("checked %d rows, types %v", len(changes), checked)
 	}
 }

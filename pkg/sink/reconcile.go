@@ -170,12 +170,13 @@ type HomeRows struct {
 //
 // Rows are named by the tenant column's bytes, exactly as the replicator
 // names a row's tenant (tenant.ValueString: the bytes of a string, the
-// decimal digits of an integer, the text of a date, …; tenant.SQLText
-// renders them in SQL), whatever the column's collation or character set.
-// For a FLOAT or DOUBLE column (or one the table lacks) a row's tenant is
-// not known here, so no row stamped by any of the home sites is compared
-// with another site's tombstone: such a late insert may stay
-// (docs/known-issues.md), but no row that its rule keeps is removed.
+// decimal digits of an integer, the text of a date, a float's shortest
+// digits, …; tenant.SQLMatch finds them in SQL), whatever the column's
+// collation or character set. For a column of another type (JSON, a
+// geometry) or one the table lacks, a row's tenant is not known here, so
+// no row stamped by any of the home sites is compared with another site's
+// tombstone: such a late insert may stay (docs/known-issues.md), but no
+// row that its rule keeps is removed.
 // Every other row loses to its tombstone under every policy: a row of a
 // non-home site against a home tombstone, or two versions of one class,
 // ranked by the HLC order.
@@ -200,24 +201,21 @@ func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
 		return ""
 	}
 	slices.Sort(sites) // a stable statement text for the same snapshot
-	col, ok := "", false
-	if c := m.cols[h.Column]; c != nil {
-		col, ok = tenant.SQLText(m.qTable+"."+quoteIdent(h.Column), c.dataType)
-	}
-	if !ok {
-		list := make([]string, len(sites))
-		for i, s := range sites {
-			list[i] = strconv.Itoa(s)
-		}
-		return " AND NOT (" + rowSite + " IN (" + strings.Join(list, ", ") + ") AND " + rowSite + " <> " + tombSite + ")"
-	}
 	kept := make([]string, len(sites))
+	c := m.cols[h.Column]
 	for i, site := range sites {
-		ids := make([]string, len(h.Tenants[uint8(site)]))
-		for j, id := range h.Tenants[uint8(site)] {
-			ids[j] = "CAST(" + sqlString(id) + " AS BINARY)"
+		ok := false
+		if c != nil {
+			kept[i], ok = tenant.SQLMatch(m.qTable+"."+quoteIdent(h.Column), c.dataType, h.Tenants[uint8(site)], sqlString)
 		}
-		kept[i] = "(COALESCE(" + col + " IN (" + strings.Join(ids, ", ") + "), FALSE) AND " + homeRow(uint8(site)) + ")"
+		if !ok {
+			list := make([]string, len(sites))
+			for j, s := range sites {
+				list[j] = strconv.Itoa(s)
+			}
+			return " AND NOT (" + rowSite + " IN (" + strings.Join(list, ", ") + ") AND " + rowSite + " <> " + tombSite + ")"
+		}
+		kept[i] = "(COALESCE(" + kept[i] + ", FALSE) AND " + homeRow(uint8(site)) + ")"
 	}
 	return " AND NOT (" + strings.Join(kept, " OR ") + ")"
 }

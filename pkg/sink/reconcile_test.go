@@ -180,13 +180,15 @@ func TestReconcileHomeTenants(t *testing.T) {
 }
 
 // A tenant column of another type than a string or an integer names its
-// rows as the replicator renders its binlog value (tenant.SQLText; the
+// rows as the replicator renders its binlog value (tenant.SQLMatch; the
 // agreement is checked against the reader in pkg/binlog): a DATE as
-// "2024-01-02", a YEAR 0 as "0", an ENUM by its label. A FLOAT column
-// cannot name them, so every row a home site stamped stays.
+// "2024-01-02", a YEAR 0 as "0", an ENUM by its label, a FLOAT by its
+// shortest digits (compared as numbers), a JSON document (text in
+// MariaDB) by its text. A geometry column cannot name them, so every row
+// a home site stamped stays.
 func TestReconcileHomeTenantsByOtherTypes(t *testing.T) {
 	t.Parallel()
-	const evTable = "CREATE TABLE ev (id BIGINT NOT NULL PRIMARY KEY, day DATE, yr YEAR, region ENUM('eu', 'us'), score FLOAT) ENGINE=InnoDB"
+	const evTable = "CREATE TABLE ev (id BIGINT NOT NULL PRIMARY KEY, day DATE, yr YEAR, region ENUM('eu', 'us'), score FLOAT, doc JSON, place POINT) ENGINE=InnoDB"
 	f := newFixture(t, Config{}, evTable)
 	ctx := context.Background()
 	row, tomb := hlc.New(1000, 0, 1), hlc.New(2000, 0, 2)
@@ -199,11 +201,14 @@ func TestReconcileHomeTenantsByOtherTypes(t *testing.T) {
 		{"date", HomeRows{Column: "day", Tenants: map[uint8][]string{1: {"2024-01-02"}}}, []int64{1}},
 		{"year", HomeRows{Column: "yr", Tenants: map[uint8][]string{1: {"0"}}}, []int64{2}},
 		{"enum", HomeRows{Column: "region", Tenants: map[uint8][]string{1: {"us"}}}, []int64{2}},
-		{"float", HomeRows{Column: "score", Tenants: map[uint8][]string{1: {"1.5"}}}, []int64{1, 2, 3}},
+		{"float", HomeRows{Column: "score", Tenants: map[uint8][]string{1: {"0.1"}}}, []int64{1}},
+		{"json", HomeRows{Column: "doc", Tenants: map[uint8][]string{1: {`{"a": 1}`}}}, []int64{1}},
+		{"geometry", HomeRows{Column: "place", Tenants: map[uint8][]string{1: {"POINT(1 1)"}}}, []int64{1, 2, 3}},
 	} {
 		f.execAsSink(t, "DELETE FROM ev", "DELETE FROM "+schema.TombTable("ev"),
-			"INSERT INTO ev (id, day, yr, region, score, _tandem_hlc) VALUES "+
-				"(1, '2024-01-02', 2024, 'eu', 1.5, "+rv+"), (2, '2024-01-03', 0, 'us', 2.5, "+rv+"), (3, NULL, NULL, NULL, NULL, "+rv+")",
+			"INSERT INTO ev (id, day, yr, region, score, doc, place, _tandem_hlc) VALUES "+
+				"(1, '2024-01-02', 2024, 'eu', 0.1, '{\"a\": 1}', POINT(1, 1), "+rv+"), (2, '2024-01-03', 0, 'us', 2.5, '{}', POINT(2, 2), "+rv+"), "+
+				"(3, NULL, NULL, NULL, NULL, NULL, NULL, "+rv+")",
 			"INSERT INTO "+schema.TombTable("ev")+" (id, _tandem_hlc) VALUES (1, "+tv+"), (2, "+tv+"), (3, "+tv+")")
 		if _, err := f.sink.Reconcile(ctx, f.data, "ev", 0, math.MaxUint64, c.homes); err != nil {
 			t.Fatalf("%s: Reconcile: %v", c.name, err)

@@ -5,6 +5,7 @@ import (
 	"path"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/tandemdb/tandem/pkg/event"
@@ -222,31 +223,69 @@ func ValueString(v event.Value) string {
 	return string(v.Bytes)
 }
 
-// SQLText returns a SQL expression rendering col, a column expression of
-// information_schema DATA_TYPE dataType, as the bytes ValueString gives
-// that column's binlog value (as pkg/binlog decodes it), so that SQL can
-// name a tenant's rows exactly as the replicator does; ok is false for a
-// type it cannot render so. The expression is evaluated in a session
-// with time_zone '+00:00', as the sink's are: the reader renders a
-// TIMESTAMP in UTC.
+// SQLMatch returns a SQL condition that holds for exactly the rows whose
+// column col (a column expression of information_schema DATA_TYPE
+// dataType) names one of the tenants ids, as ValueString names a row's
+// tenant from that column's binlog value (as pkg/binlog decodes it), so
+// that SQL can find a tenant's rows as the replicator does. quote renders
+// a string as a SQL string literal. ok is false for a type it cannot
+// match so. The condition is evaluated in a session with time_zone
+// '+00:00', as the sink's are: the reader renders a TIMESTAMP in UTC.
 //
-// BIT and YEAR travel as numbers (ValueString: decimal digits), so they
-// are rendered through "+ 0": a BIT's bytes and YEAR 0's "0000" differ
-// from those digits. FLOAT and DOUBLE have no such expression: Go writes
-// 1e+06 where the server writes 1000000 or 1e6. pkg/binlog's
-// TestTenantTextMatchesSQL checks every type this accepts against the
+// Most types are compared as text: the column rendered as the bytes
+// ValueString gives. BIT and YEAR travel as numbers (ValueString: decimal
+// digits), so they are rendered through "+ 0": a BIT's bytes and YEAR 0's
+// "0000" differ from those digits. FLOAT and DOUBLE have no such
+// rendering (Go writes 1e+06 where the server writes 1000000 or 1e6), so
+// they are compared as numbers: each id is read back as the value
+// ValueString wrote it from (a float32 for FLOAT) and written as an exact
+// double literal, which the server compares with the column's value
+// widened to a double. An id ValueString cannot have written for such a
+// column names no row. (0 and -0 compare equal, so the tenants "0" and
+// "-0" of one column are matched together.) pkg/binlog's
+// TestTenantSQLMatchesReader checks every type this accepts against the
 // reader on a real server.
-func SQLText(col, dataType string) (expr string, ok bool) {
+func SQLMatch(col, dataType string, ids []string, quote func(string) string) (cond string, ok bool) {
+	var expr string
+	var lits []string
 	switch dataType {
 	case "bit", "year":
-		return "CAST(" + col + " + 0 AS BINARY)", true
+		expr = "CAST(" + col + " + 0 AS BINARY)"
 	case "tinyint", "smallint", "mediumint", "int", "bigint",
 		"char", "varchar", "tinytext", "text", "mediumtext", "longtext",
 		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
 		"enum", "set", "decimal", "date", "datetime", "timestamp", "time":
-		return "CAST(" + col + " AS BINARY)", true
+		expr = "CAST(" + col + " AS BINARY)"
+	case "float", "double":
+		bits := 64
+		if dataType == "float" {
+			bits = 32
+		}
+		expr = col
+		for _, id := range ids {
+			f, err := strconv.ParseFloat(id, bits)
+			if err != nil || strconv.FormatFloat(f, 'g', -1, bits) != id {
+				continue
+			}
+			// 'e' makes it a DOUBLE literal (a plain 0.1 would be a
+			// DECIMAL); the shortest digits that read back as f are
+			// exact for a correctly rounding parser such as the server's.
+			lits = append(lits, strconv.FormatFloat(f, 'e', -1, 64))
+		}
+		if len(lits) == 0 {
+			return "FALSE", true
+		}
+		return expr + " IN (" + strings.Join(lits, ", ") + ")", true
+	default:
+		return "", false
 	}
-	return "", false
+	if len(ids) == 0 {
+		return "FALSE", true
+	}
+	for _, id := range ids {
+		lits = append(lits, "CAST("+quote(id)+" AS BINARY)")
+	}
+	return expr + " IN (" + strings.Join(lits, ", ") + ")", true
 }
 
 // Split cuts t into one transaction per tenant, in the order each tenant

@@ -346,28 +346,35 @@ func TestQueuesScanStops(t *testing.T) {
 	}
 }
 
-// SQLText's choice per type; that each accepted type renders what
-// ValueString gives the reader's value is checked on a real server by
-// pkg/binlog's TestTenantTextMatchesSQL.
-func TestSQLText(t *testing.T) {
+// TestSQLMatch: SQLMatch's choice per type. Text-like types compare the
+// column's bytes with the ids; BIT and YEAR go through "+ 0"; FLOAT and
+// DOUBLE compare numbers, the ids read back at the column's precision and
+// written as exact double literals, ids Go could not have written for the
+// column dropped; other types are refused. That each accepted type
+// matches what the reader names is checked in pkg/binlog
+// (TestTenantSQLMatchesReader).
+func TestSQLMatch(t *testing.T) {
+	quote := func(s string) string { return "'" + s + "'" }
 	for _, c := range []struct {
-		dataType, want string
+		dataType string
+		ids      []string
+		want     string
 	}{
-		{"varchar", "CAST(t.`c` AS BINARY)"},
-		{"bigint", "CAST(t.`c` AS BINARY)"},
-		{"enum", "CAST(t.`c` AS BINARY)"},
-		{"datetime", "CAST(t.`c` AS BINARY)"},
-		{"decimal", "CAST(t.`c` AS BINARY)"},
-		{"year", "CAST(t.`c` + 0 AS BINARY)"}, // YEAR 0 is "0000" as text, 0 in the binlog
-		{"bit", "CAST(t.`c` + 0 AS BINARY)"},  // bytes as text, a number in the binlog
-		{"float", ""},                         // Go writes 1e+06, the server 1000000
-		{"double", ""},
-		{"json", ""},
-		{"geometry", ""},
+		{"varchar", []string{"a", "b"}, "CAST(t.`c` AS BINARY) IN (CAST('a' AS BINARY), CAST('b' AS BINARY))"},
+		{"bigint", []string{"7"}, "CAST(t.`c` AS BINARY) IN (CAST('7' AS BINARY))"},
+		{"datetime", []string{"2024-01-02 03:04:05"}, "CAST(t.`c` AS BINARY) IN (CAST('2024-01-02 03:04:05' AS BINARY))"},
+		{"year", []string{"0"}, "CAST(t.`c` + 0 AS BINARY) IN (CAST('0' AS BINARY))"}, // YEAR 0 is "0000" as text, 0 in the binlog
+		{"bit", []string{"5"}, "CAST(t.`c` + 0 AS BINARY) IN (CAST('5' AS BINARY))"},  // bytes as text, a number in the binlog
+		{"enum", nil, "FALSE"},
+		{"double", []string{"1e+06", "0.1", "1000000", "x"}, "t.`c` IN (1e+06, 1e-01)"}, // Go never writes 1000000 for a double
+		{"float", []string{"0.1", "1.5"}, "t.`c` IN (1.0000000149011612e-01, 1.5e+00)"}, // the float32 0.1, widened
+		{"float", []string{"0.10000000149011612"}, "FALSE"},                             // not how Go writes a float32
+		{"json", []string{"a"}, ""},
+		{"geometry", []string{"a"}, ""},
 	} {
-		got, ok := SQLText("t.`c`", c.dataType)
+		got, ok := SQLMatch("t.`c`", c.dataType, c.ids, quote)
 		if got != c.want || ok != (c.want != "") {
-			t.Errorf("SQLText(%s) = %q, %v; want %q", c.dataType, got, ok, c.want)
+			t.Errorf("SQLMatch(%s, %q) = %q, %v; want %q", c.dataType, c.ids, got, ok, c.want)
 		}
 	}
 }
