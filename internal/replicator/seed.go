@@ -75,11 +75,18 @@ func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout
 		return fmt.Errorf("seed: --from %q is not one of this site's peers (allowed: %s)", *from, strings.Join(names, ", "))
 	}
 	if *backupGTID != "" {
+		if *fromUser != "" || *fromAdmin != "" {
+			return usageError{errors.New("seed: --from-user and --from-admin belong to a copy from the peer's database (--from-addr); " +
+				"with --backup-gtid nothing is read from the peer but its topic")}
+		}
 		set, err := parseBackupGTID(*backupGTID)
 		if err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}
 		return seedFromBackup(ctx, cfg, backupSource{peer: src.peer, gtid: set, text: strings.TrimSpace(*backupGTID), queuesEmpty: *queuesEmpty}, stdout)
+	}
+	if *queuesEmpty {
+		return usageError{errors.New("seed: --queues-empty-at-backup goes with --backup-gtid; a copy (--from-addr) checks the peer's queues itself (--from-admin)")}
 	}
 	host, port, err := net.SplitHostPort(*fromAddr)
 	n, perr := strconv.Atoi(port)

@@ -40,6 +40,29 @@ func TestSeedNeedsAdminWithSeveralPeers(t *testing.T) {
 	}
 }
 
+// TestSeedFlags: a copy and a backup are told apart by their flags, and
+// a flag of the one given with the other is refused, naming both.
+func TestSeedFlags(t *testing.T) {
+	env := func(string) string { return "" }
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "either --from-addr HOST:PORT"},
+		{[]string{"--from-addr", "db:3306", "--backup-gtid", "0-1-5"}, "either --from-addr HOST:PORT"},
+		{[]string{"--backup-gtid", "0-1-5", "--from-admin", "http://a:9181"}, "--from-user and --from-admin belong to a copy"},
+		{[]string{"--backup-gtid", "0-1-5", "--from-user", "seed"}, "--from-user and --from-admin belong to a copy"},
+		{[]string{"--from-addr", "db:3306", "--queues-empty-at-backup"}, "--queues-empty-at-backup goes with --backup-gtid"},
+		{[]string{"--backup-gtid", "0-1"}, `--backup-gtid "0-1" is not a GTID position`},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "site-a"}, tt.args...)
+		if code := Main(context.Background(), args, env, &out, &errb); code == 0 || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want %q", tt.args, code, errb.String(), tt.want)
+		}
+	}
+}
+
 // TestQueueCheck reads a replicator's admin API as the seed does: queues
 // holding messages are named, the queued counter is summed, a replicator
 // without tenants has none, and a missing token is named.
