@@ -153,21 +153,8 @@ func seedFromBackup(ctx context.Context, cfg *config.Config, src backupSource, o
 		return err
 	}
 	defer tgt.Close()
-	if err := tgt.PingContext(ctx); err != nil {
-		return fmt.Errorf("seed: this site's database %s: %w", cfg.Database.Addr(), err)
-	}
-	tables, err := resolveTables(ctx, tgt, cfg.Schema.Tables)
-	if err != nil {
+	if _, err := preparedSite(ctx, tgt, cfg, ": the restored tables still carry "+src.peer.Name+"'s triggers"); err != nil {
 		return err
-	}
-	opt := schema.Options{Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn, Tables: tables}
-	problems, err := schema.Check(ctx, tgt, opt)
-	if err != nil {
-		return err
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("seed: this site's schema is not prepared for site %d (%s: %s); run `replicator schema prepare` first: "+
-			"the restored tables still carry %s's triggers", cfg.Site.ID, problems[0].Object, problems[0].Problem, src.peer.Name)
 	}
 	meta := func(table string) string {
 		return schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: table}.Quoted()
@@ -219,18 +206,11 @@ func seedFromBackup(ctx context.Context, cfg *config.Config, src backupSource, o
 		fmt.Fprintf(out, "seed: %s/%d: read %d records (offsets %d to %d); the backup ends before offset %d\n", srcTopic, p, scanned, first, ends[p], start)
 	}
 
-	conn, err := tgt.Conn(ctx)
+	conn, err := unloggedSinkSession(ctx, tgt, "the seed's bookkeeping")
 	if err != nil {
 		return err
 	}
-	// Its session settings need no undoing: the pool is this command's own.
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
-		return fmt.Errorf("seed: SET sql_log_bin = 0 at this site (needs SUPER or BINLOG ADMIN, so that nothing of it is published): %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, "SET "+schema.ApplySessionVar+" = 1"); err != nil {
-		return err
-	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -161,23 +161,12 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 		return err
 	}
 	defer sdb.Close()
-	if err := tgt.PingContext(ctx); err != nil {
-		return fmt.Errorf("seed: this site's database %s: %w", cfg.Database.Addr(), err)
-	}
 	if err := sdb.PingContext(ctx); err != nil {
 		return fmt.Errorf("seed: %s's database %s: %w", src.peer.Name, src.database.Addr(), err)
 	}
-	tables, err := resolveTables(ctx, tgt, cfg.Schema.Tables)
+	tables, err := preparedSite(ctx, tgt, cfg, "")
 	if err != nil {
 		return err
-	}
-	opt := schema.Options{Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn, Tables: tables}
-	problems, err := schema.Check(ctx, tgt, opt)
-	if err != nil {
-		return err
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("seed: this site's schema is not prepared (%s: %s); run `replicator schema prepare` first", problems[0].Object, problems[0].Problem)
 	}
 	offsetsTable := schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: schema.Offsets}.Quoted()
 	var n int
@@ -292,19 +281,11 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 		}
 	}
 
-	tconn, err := tgt.Conn(ctx)
+	tconn, err := unloggedSinkSession(ctx, tgt, "the copy")
 	if err != nil {
 		return err
 	}
-	// Its session settings (sql_log_bin, the sink session) need no undoing:
-	// the pool is this command's own and closes with it.
 	defer tconn.Close()
-	if _, err := tconn.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
-		return fmt.Errorf("seed: SET sql_log_bin = 0 at this site (needs SUPER or BINLOG ADMIN, so that the copy is not published): %w", err)
-	}
-	if _, err := tconn.ExecContext(ctx, "SET "+schema.ApplySessionVar+" = 1"); err != nil {
-		return err
-	}
 	total := 0
 	for _, t := range copies {
 		n, err := copyTable(ctx, sconn, tconn, t)
@@ -324,6 +305,51 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 	fmt.Fprintf(out, "seed: %d rows copied from %s (%s) as of one snapshot; start this site's replicator now\n",
 		total, src.peer.Name, src.database.Addr())
 	return nil
+}
+
+// preparedSite checks this site's database for a seed: reachable, its
+// replicated tables resolved, its schema prepared for this site. hint,
+// when set, ends the error for a schema that is not.
+func preparedSite(ctx context.Context, db *sql.DB, cfg *config.Config, hint string) ([]schema.TableRef, error) {
+	if err := db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("seed: this site's database %s: %w", cfg.Database.Addr(), err)
+	}
+	tables, err := resolveTables(ctx, db, cfg.Schema.Tables)
+	if err != nil {
+		return nil, err
+	}
+	opt := schema.Options{Site: cfg.Site.ID, MetaSchema: cfg.Schema.MetaSchema, VersionColumn: cfg.Schema.VersionColumn, Tables: tables}
+	problems, err := schema.Check(ctx, db, opt)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("seed: this site's schema is not prepared for site %d (%s: %s); run `replicator schema prepare` first%s",
+			cfg.Site.ID, problems[0].Object, problems[0].Problem, hint)
+	}
+	return tables, nil
+}
+
+// unloggedSinkSession returns a connection of db whose writes go neither
+// to the binary log (sql_log_bin = 0), so this site's reader never
+// publishes them (the other sites hold them already), nor through the
+// triggers (a sink session), so the versions written stay. Its settings
+// need no undoing: the pool is the seed's own and closes with it. what
+// names what is written, for the error.
+func unloggedSinkSession(ctx context.Context, db *sql.DB, what string) (*sql.Conn, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("seed: SET sql_log_bin = 0 at this site (needs SUPER or BINLOG ADMIN, so that %s is not published): %w", what, err)
+	}
+	if _, err := conn.ExecContext(ctx, "SET "+schema.ApplySessionVar+" = 1"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // copyTable copies every row of t from the source snapshot (src) to the
