@@ -107,7 +107,7 @@ func TestSeedRejectsBadArguments(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"seed", "--config", "../../configs/site-b.yaml"}, 2, "--from PEER and --from-addr HOST:PORT are required"},
+		{[]string{"seed", "--config", "../../configs/site-b.yaml"}, 2, "--from PEER and either --from-addr HOST:PORT"},
 		{[]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "nowhere", "--from-addr", "db:3306"}, 1,
 			`--from "nowhere" is not one of this site's peers (allowed: site-a)`},
 		{[]string{"seed", "--config", "../../configs/site-b.yaml", "--from", "site-a", "--from-addr", "db"}, 1,
