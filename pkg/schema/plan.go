@@ -583,7 +583,8 @@ func (in *inspection) triggers(model tableModel, existing map[string]trigger) {
 		}
 		if _, site, ok := parseLabel(e.body); ok && site != int(in.opt.Site) {
 			step.fix = fmt.Sprintf("make sure this server belongs to site %d (two sites with one id would issue "+
-				"colliding versions), then run `replicator schema prepare` for site %d", in.opt.Site, in.opt.Site)
+				"colliding versions), then run `replicator schema prepare` for site %d; if its database was restored "+
+				"from a backup of site %d, run `replicator seed --backup-gtid` next, before `replicator run`", in.opt.Site, in.opt.Site, site)
 		}
 		in.plan.Steps = append(in.plan.Steps, step)
 	}
