@@ -35,7 +35,7 @@ commands:
                                       site as of one snapshot, and where its sinks start
                                       (--from-admin: that peer's admin server, needed with
                                       more than one peer; see docs/operations.md)
-  seed --config FILE --from PEER --backup-gtid GTID [--queues-empty-at-backup]
+  seed --config FILE --from PEER --backup-gtid GTID [--queues-empty-at-backup] [--backup-within-retention]
                                       this site's database was restored from a physical
                                       backup of PEER (consistent with GTID): store where its
                                       sinks start and drop what was PEER's alone; run

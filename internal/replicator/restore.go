@@ -28,6 +28,11 @@ type backupSource struct {
 	// than one peer when the queues were not in the backup; see
 	// seedFromBackup).
 	queuesEmpty bool
+	// withinRetention is the operator's word that the backup's consistent
+	// point is younger than the topic's retention: every record retention
+	// deleted was produced before it, so the backup holds its transaction
+	// (see startAfterBackup).
+	withinRetention bool
 }
 
 // parseBackupGTID reads a backup's binary log position, as the backup tool
@@ -84,8 +89,12 @@ func containsTxn(backup mysql.GTIDSet, g string) (bool, error) {
 //
 // With nothing contained, the partition's history must start at offset 0:
 // if retention deleted older records, the backup may lack some of them and
-// they are gone, so the backup is too old for this topic.
-func startAfterBackup(ctx context.Context, kc pipeline.KafkaConfig, topic string, part int, first, end int64, backup mysql.GTIDSet, backupText string) (start int64, scanned int, err error) {
+// they are gone. That is so unless the operator knows the backup to be
+// younger than the retention (src.withinRetention): then every deleted
+// record is older than the backup and in it, and the sink starts at the
+// first record retained. The typical case is a partition that only a quiet
+// tenant's transactions hash to, with nothing retained at all.
+func startAfterBackup(ctx context.Context, kc pipeline.KafkaConfig, topic string, part int, first, end int64, src backupSource) (start int64, scanned int, err error) {
 	last := int64(-1)
 	err = pipeline.ScanPartition(ctx, kc, topic, part, first, end, func(off int64, value []byte) error {
 		scanned++
@@ -93,7 +102,7 @@ func startAfterBackup(ctx context.Context, kc pipeline.KafkaConfig, topic string
 		if err != nil {
 			return fmt.Errorf("%s/%d at offset %d: %w", topic, part, off, err)
 		}
-		in, err := containsTxn(backup, t.GTID)
+		in, err := containsTxn(src.gtid, t.GTID)
 		if err != nil {
 			return fmt.Errorf("%s/%d at offset %d: %w", topic, part, off, err)
 		}
@@ -105,10 +114,11 @@ func startAfterBackup(ctx context.Context, kc pipeline.KafkaConfig, topic string
 	if err != nil {
 		return 0, scanned, err
 	}
-	start, ok := startAfter(first, last)
+	start, ok := startAfter(first, last, src.withinRetention)
 	if !ok {
-		return 0, scanned, fmt.Errorf("%s/%d holds no transaction of the backup (GTID %s) and starts at offset %d: retention deleted older records, "+
-			"which the backup may lack; take a newer backup (one whose GTID position is within the topic's retention)", topic, part, backupText, first)
+		return 0, scanned, fmt.Errorf("%s/%d holds no transaction of the backup (GTID %s) and starts at offset %d: retention deleted the %d records before it, "+
+			"which the backup may lack. If the backup's consistent point is younger than the topic's retention (retention.ms), every deleted record "+
+			"came before it and is in the backup: pass --backup-within-retention; otherwise take a newer backup", topic, part, src.text, first, first)
 	}
 	return start, scanned, nil
 }
@@ -116,11 +126,11 @@ func startAfterBackup(ctx context.Context, kc pipeline.KafkaConfig, topic string
 // startAfter is where a partition's sink starts given the partition's
 // first offset and the offset of the last record the backup contains (-1:
 // none); false when that cannot be told (see startAfterBackup).
-func startAfter(first, lastContained int64) (int64, bool) {
+func startAfter(first, lastContained int64, withinRetention bool) (int64, bool) {
 	switch {
 	case lastContained >= 0:
 		return lastContained + 1, true
-	case first > 0:
+	case first > 0 && !withinRetention:
 		return 0, false
 	}
 	return first, true
@@ -198,7 +208,7 @@ func seedFromBackup(ctx context.Context, cfg *config.Config, src backupSource, o
 		if !ok {
 			return fmt.Errorf("seed: %s/%d: no first offset", srcTopic, p)
 		}
-		start, scanned, err := startAfterBackup(ctx, kc, srcTopic, p, first, ends[p], src.gtid, src.text)
+		start, scanned, err := startAfterBackup(ctx, kc, srcTopic, p, first, ends[p], src)
 		if err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}

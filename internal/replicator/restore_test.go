@@ -65,14 +65,22 @@ func TestContainsTxn(t *testing.T) {
 
 // TestStartAfter: just after the last contained record; from the start of
 // a partition that holds its whole history and nothing of the backup;
-// refused when retention may have taken what the backup lacks.
+// refused when retention may have taken what the backup lacks, unless the
+// operator says the backup is younger than the retention.
 func TestStartAfter(t *testing.T) {
 	for _, c := range []struct {
-		first, last, want int64
-		ok                bool
-	}{{0, 6, 7, true}, {100, 150, 151, true}, {0, -1, 0, true}, {100, -1, 0, false}} {
-		if got, ok := startAfter(c.first, c.last); got != c.want || ok != c.ok {
-			t.Errorf("startAfter(%d, %d) = %d, %v; want %d, %v", c.first, c.last, got, ok, c.want, c.ok)
+		first, last     int64
+		withinRetention bool
+		want            int64
+		ok              bool
+	}{
+		{0, 6, false, 7, true}, {100, 150, false, 151, true}, {0, -1, false, 0, true},
+		{100, -1, false, 0, false}, // retention may have taken what the backup lacks
+		{100, -1, true, 100, true}, // unless the backup is younger than the retention
+		{100, 150, true, 151, true},
+	} {
+		if got, ok := startAfter(c.first, c.last, c.withinRetention); got != c.want || ok != c.ok {
+			t.Errorf("startAfter(%d, %d, %v) = %d, %v; want %d, %v", c.first, c.last, c.withinRetention, got, ok, c.want, c.ok)
 		}
 	}
 }
@@ -113,7 +121,7 @@ func TestStartAfterBackupRepublished(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, scanned, err := startAfterBackup(ctx, kc, topic, 0, 0, 7, set, c.backup)
+		got, scanned, err := startAfterBackup(ctx, kc, topic, 0, 0, 7, backupSource{gtid: set, text: c.backup})
 		if err != nil || got != c.want || scanned != 7 {
 			t.Errorf("backup at %s: start %d after %d records, %v; want %d after 7", c.backup, got, scanned, err, c.want)
 		}
@@ -123,7 +131,7 @@ func TestStartAfterBackupRepublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	set, _ := parseBackupGTID("1-101-6")
-	if _, _, err := startAfterBackup(ctx, kc, topic, 0, 0, 8, set, "1-101-6"); err == nil || !strings.Contains(err.Error(), "/0 at offset 7") {
+	if _, _, err := startAfterBackup(ctx, kc, topic, 0, 0, 8, backupSource{gtid: set, text: "1-101-6"}); err == nil || !strings.Contains(err.Error(), "/0 at offset 7") {
 		t.Errorf("malformed record: %v", err)
 	}
 }

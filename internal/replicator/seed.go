@@ -45,7 +45,7 @@ type seedSource struct {
 // [--queues-empty-at-backup]. See docs/operations.md ("Adding a site").
 func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
 	var from, fromAddr, fromUser, fromAdmin, backupGTID *string
-	var queuesEmpty *bool
+	var queuesEmpty, withinRetention *bool
 	cfg, _, err := loadConfig("seed", args, env, func(fs *flag.FlagSet) {
 		from = fs.String("from", "", "the peer (site name) to copy from")
 		fromAddr = fs.String("from-addr", "", "host:port of that peer's database server")
@@ -54,6 +54,7 @@ func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout
 		backupGTID = fs.String("backup-gtid", "", "instead of copying: this site's database was restored from a physical backup of the peer, "+
 			"consistent with this GTID position (the GTID field of the backup's xtrabackup_binlog_info)")
 		queuesEmpty = fs.Bool("queues-empty-at-backup", false, "with --backup-gtid and more than one peer: the peer held no queued messages when the backup was taken")
+		withinRetention = fs.Bool("backup-within-retention", false, "with --backup-gtid: the backup is younger than the retention of the peer's topic")
 	})
 	if err != nil {
 		return err
@@ -83,10 +84,12 @@ func cmdSeed(ctx context.Context, args []string, env func(string) string, stdout
 		if err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}
-		return seedFromBackup(ctx, cfg, backupSource{peer: src.peer, gtid: set, text: strings.TrimSpace(*backupGTID), queuesEmpty: *queuesEmpty}, stdout)
+		return seedFromBackup(ctx, cfg, backupSource{peer: src.peer, gtid: set, text: strings.TrimSpace(*backupGTID),
+			queuesEmpty: *queuesEmpty, withinRetention: *withinRetention}, stdout)
 	}
-	if *queuesEmpty {
-		return usageError{errors.New("seed: --queues-empty-at-backup goes with --backup-gtid; a copy (--from-addr) checks the peer's queues itself (--from-admin)")}
+	if *queuesEmpty || *withinRetention {
+		return usageError{errors.New("seed: --queues-empty-at-backup and --backup-within-retention go with --backup-gtid; " +
+			"a copy (--from-addr) checks the peer's queues itself (--from-admin) and starts at the topic's end")}
 	}
 	host, port, err := net.SplitHostPort(*fromAddr)
 	n, perr := strconv.Atoi(port)

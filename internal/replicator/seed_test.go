@@ -52,7 +52,8 @@ func TestSeedFlags(t *testing.T) {
 		{[]string{"--from-addr", "db:3306", "--backup-gtid", "0-1-5"}, "either --from-addr HOST:PORT"},
 		{[]string{"--backup-gtid", "0-1-5", "--from-admin", "http://a:9181"}, "--from-user and --from-admin belong to a copy"},
 		{[]string{"--backup-gtid", "0-1-5", "--from-user", "seed"}, "--from-user and --from-admin belong to a copy"},
-		{[]string{"--from-addr", "db:3306", "--queues-empty-at-backup"}, "--queues-empty-at-backup goes with --backup-gtid"},
+		{[]string{"--from-addr", "db:3306", "--queues-empty-at-backup"}, "--queues-empty-at-backup and --backup-within-retention go with --backup-gtid"},
+		{[]string{"--from-addr", "db:3306", "--backup-within-retention"}, "--queues-empty-at-backup and --backup-within-retention go with --backup-gtid"},
 		{[]string{"--backup-gtid", "0-1"}, `--backup-gtid "0-1" is not a GTID position`},
 	} {
 		var out, errb bytes.Buffer
