@@ -13,11 +13,13 @@ import (
 //	GET  /v1/status                      checkpoint, appliers and whether they are paused
 //	POST /v1/appliers/pause[?origin=b]   stop applying (all peers, or one)
 //	POST /v1/appliers/resume[?origin=b]  resume
+//	/v1/parked…                          messages parked without the tenant registry (parkedapi.go)
 func (r *Replicator) registerAdmin(s *admin.Server) {
 	s.Handle("GET /v1/status", http.HandlerFunc(r.status))
 	s.Handle("POST /v1/appliers/pause", r.setPaused(true))
 	s.Handle("POST /v1/appliers/resume", r.setPaused(false))
 	r.registerTenantAdmin(s) // tenantapi.go
+	r.registerParkedAdmin(s) // parkedapi.go
 }
 
 type applierStatus struct {
