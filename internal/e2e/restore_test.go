@@ -45,9 +45,16 @@ func TestSeedFromBackup(t *testing.T) {
 			t.Fatal("the workload deleted nothing: no tombstones in the backup")
 		}
 	}
-	// A local conflict record, which must not follow A's data to B.
-	if _, err := c.dbAt(0).Exec("INSERT INTO `" + c.meta + "`._tandem_conflicts (kind, detail) VALUES ('lost', 'A''s own')"); err != nil {
-		t.Fatal(err)
+	// A local conflict record, which must not follow A's data to B; the
+	// progress of a parked retry of C's topic, which must; and offsets of
+	// a topic B does not read, which must not.
+	for _, q := range []string{
+		"INSERT INTO `" + c.meta + "`._tandem_conflicts (kind, detail) VALUES ('lost', 'A''s own')",
+		"INSERT INTO `" + c.meta + "`._tandem_offsets (topic, part, next_offset, origin) VALUES ('" + c.prefix + "s2~parked', 0, 5, 2), ('" + c.prefix + "gone', 0, 1, 9)",
+	} {
+		if _, err := c.dbAt(0).Exec(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A and C keep being written during the backup and after it: the
@@ -129,6 +136,11 @@ func TestSeedFromBackup(t *testing.T) {
 	}
 	if conflicts != 0 {
 		t.Errorf("B holds %d of A's conflict records after the seed", conflicts)
+	}
+	for topic, want := range map[string]int{c.prefix + "s2~parked": 1, c.prefix + "gone": 0} {
+		if n := c.count(nw, "`"+c.meta+"`._tandem_offsets WHERE topic = '"+topic+"'"); n != want {
+			t.Errorf("B holds %d offsets rows of %s after the seed; want %d", n, topic, want)
+		}
 	}
 	if out, err := c.replicatorCmd(nw, "seed", "--from", "s1", "--backup-gtid", gtid, "--queues-empty-at-backup"); err == nil || !strings.Contains(out, "seed only a new site") {
 		t.Errorf("second seed: err %v, output:\n%s", err, out)

@@ -226,17 +226,21 @@ func seedFromBackup(ctx context.Context, cfg *config.Config, src backupSource, o
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	// Kept: the rows of the other peers' topics, and of the pseudo topics
+	// derived from them ("<topic>~…": tenant queue replays, parked
+	// retries), whose queues and parked messages came with the backup.
+	var keep []string
 	var peerTopics []any
-	marks := make([]string, 0, len(cfg.Peers))
 	for _, p := range cfg.Peers {
 		if p.Name != src.peer.Name {
-			peerTopics = append(peerTopics, cfg.Topic(p.Name))
-			marks = append(marks, "?")
+			topic := cfg.Topic(p.Name)
+			keep = append(keep, "topic = ?", "LEFT(topic, ?) = ?")
+			peerTopics = append(peerTopics, topic, len(topic)+1, topic+"~")
 		}
 	}
 	dropOffsets := "DELETE FROM " + offsetsTable
-	if len(marks) > 0 {
-		dropOffsets += " WHERE topic NOT IN (" + strings.Join(marks, ", ") + ")"
+	if len(keep) > 0 {
+		dropOffsets += " WHERE NOT (" + strings.Join(keep, " OR ") + ")"
 	}
 	type step struct {
 		what string
