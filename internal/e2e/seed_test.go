@@ -113,8 +113,9 @@ func TestSeedNewSite(t *testing.T) {
 // TestSeedChecksSourceQueues: with three sites, messages of site C that
 // the source A holds in a tenant's queue (paused there) are past A's
 // offsets and not in its data, so seeding B from A is refused, naming the
-// tenant; once the tenant is resumed and A's queue drained, the seed goes
-// through and all three sites converge.
+// tenant; once the tenant is resumed and A's queue drained, a parked
+// message of C at A is refused the same way; once it is skipped, the seed
+// goes through and all three sites converge.
 func TestSeedChecksSourceQueues(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -156,6 +157,19 @@ func TestSeedChecksSourceQueues(t *testing.T) {
 
 	e.setMode(a, "tenT", tenant.ModeActiveActive)
 	testenv.WaitFor(t, time.Minute, "A's queue of T drained", func() bool { return e.countTenant(a, "tenT") == 250 })
+	// A message of C parked at A (as one that cannot be decoded would
+	// be) is past A's offsets and not in its data either.
+	res, err := c.dbAt(a).Exec("INSERT INTO `"+c.meta+"`._tandem_parked (topic, part, msg_offset, reason, error, payload) VALUES (?, 0, 999999, 'decode', 'test', 'x')", c.prefix+"s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parkedID, _ := res.LastInsertId()
+	if out, err = run(); err == nil || !strings.Contains(out, "s1 holds 1 parked messages of other sites") {
+		t.Fatalf("seed from a source holding a parked message: err %v, output:\n%s", err, out)
+	}
+	if code, body := c.call(a, "POST", fmt.Sprintf("/v1/parked/%d/skip", parkedID), nil); code != 200 {
+		t.Fatalf("skip the parked message at A: %d %s", code, body)
+	}
 	if out, err = run(); err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}

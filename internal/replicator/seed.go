@@ -248,6 +248,21 @@ func seed(ctx context.Context, cfg *config.Config, src seedSource, out io.Writer
 			peerTopics[cfg.Topic(p.Name)] = true
 		}
 	}
+	// Parked messages of the other peers are past the source's offsets and
+	// not in its data, like queued ones: the new site would never get them.
+	parkedTable := schema.TableRef{Schema: cfg.Schema.MetaSchema, Table: schema.Parked}.Quoted()
+	var parked int
+	for topic := range peerTopics {
+		var n int
+		if err := sconn.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+parkedTable+" WHERE status = 'parked' AND topic = ?", topic).Scan(&n); err != nil {
+			return fmt.Errorf("seed: read %s at %s: %w", parkedTable, src.peer.Name, err)
+		}
+		parked += n
+	}
+	if parked > 0 {
+		return fmt.Errorf("seed: %s holds %d parked messages of other sites (GET /v1/parked on its admin server); they are past its offsets but not in its data, "+
+			"so this site would never get them: retry or skip them there (POST /v1/parked/retry, /v1/parked/{id}/skip), then seed", src.peer.Name, parked)
+	}
 	rows, err := sconn.QueryContext(ctx, "SELECT topic, part, next_offset, origin FROM "+offsetsTable)
 	if err != nil {
 		return fmt.Errorf("seed: read %s at %s: %w", offsetsTable, src.peer.Name, err)
