@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/tandemdb/tandem/pkg/admin"
+	"github.com/tandemdb/tandem/pkg/pipeline"
 )
 
 // registerAdmin adds the replicator's operator endpoints; admin.Server
@@ -51,29 +52,37 @@ func (r *Replicator) status(w http.ResponseWriter, _ *http.Request) {
 
 func (r *Replicator) setPaused(paused bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		origin := req.URL.Query().Get("origin")
-		found := false
-		for i, a := range r.applier {
-			if origin != "" && r.cfg.Peers[i].Name != origin {
-				continue
-			}
-			found = true
+		appliers, ok := r.appliersFor(w, req.URL.Query().Get("origin"))
+		if !ok {
+			return
+		}
+		for _, a := range appliers {
 			if paused {
 				a.Pause()
 			} else {
 				a.Resume()
 			}
 		}
-		if !found && origin != "" {
-			names := make([]string, len(r.cfg.Peers))
-			for i, p := range r.cfg.Peers {
-				names[i] = p.Name
-			}
-			writeJSON(w, http.StatusNotFound, map[string]any{"error": "no applier for origin " + origin, "allowed": names})
-			return
-		}
 		writeJSON(w, http.StatusOK, map[string]any{"appliers": r.appliersJSON()})
 	})
+}
+
+// appliersFor returns the applier of peer origin, or every applier for
+// "". For an origin that is no peer it answers 404, naming the peers, and
+// returns false.
+func (r *Replicator) appliersFor(w http.ResponseWriter, origin string) ([]*pipeline.Applier, bool) {
+	if origin == "" {
+		return r.applier, true
+	}
+	names := make([]string, len(r.cfg.Peers))
+	for i, p := range r.cfg.Peers {
+		if p.Name == origin {
+			return r.applier[i : i+1], true
+		}
+		names[i] = p.Name
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{"error": "no applier for origin " + origin, "allowed": names})
+	return nil, false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

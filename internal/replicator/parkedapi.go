@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
-	"sync"
 
 	"go.uber.org/zap"
 
@@ -64,11 +64,7 @@ func (r *Replicator) parkedList(w http.ResponseWriter, req *http.Request) {
 	case status == "all":
 		where, args = "", nil
 	case status != "":
-		ok := false
-		for _, s := range parkedStatuses {
-			ok = ok || s == status
-		}
-		if !ok {
+		if !slices.Contains(parkedStatuses, status) {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "status " + strconv.Quote(status) + " is not known",
 				"allowed": append(append([]string{}, parkedStatuses...), "all")})
 			return
@@ -99,10 +95,6 @@ func (r *Replicator) parkedList(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"parked": out, "limit": parkedListLimit})
 }
 
-// parkedRetryMu lets one retry run at a time: ReplayParked needs the ids
-// of a topic in increasing order.
-var parkedRetryMu sync.Mutex
-
 func (r *Replicator) parkedRetry(w http.ResponseWriter, req *http.Request) {
 	if r.tenants != nil {
 		writeJSON(w, http.StatusConflict, map[string]any{
@@ -111,21 +103,12 @@ func (r *Replicator) parkedRetry(w http.ResponseWriter, req *http.Request) {
 		})
 		return
 	}
-	origin := req.URL.Query().Get("origin")
-	var appliers []*pipeline.Applier
-	var names []string
-	for i, a := range r.applier {
-		names = append(names, r.cfg.Peers[i].Name)
-		if origin == "" || r.cfg.Peers[i].Name == origin {
-			appliers = append(appliers, a)
-		}
-	}
-	if len(appliers) == 0 {
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": "no applier for origin " + origin, "allowed": names})
+	appliers, ok := r.appliersFor(w, req.URL.Query().Get("origin"))
+	if !ok {
 		return
 	}
-	parkedRetryMu.Lock()
-	defer parkedRetryMu.Unlock()
+	r.parkedMu.Lock()
+	defer r.parkedMu.Unlock()
 	ctx := req.Context()
 	retried := []int64{}
 	for _, a := range appliers {
@@ -201,8 +184,8 @@ func (r *Replicator) parkedSkip(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "id " + strconv.Quote(req.PathValue("id")) + " is not a parked message id", "allowed": "a positive integer from GET /v1/parked"})
 		return
 	}
-	parkedRetryMu.Lock()
-	defer parkedRetryMu.Unlock()
+	r.parkedMu.Lock()
+	defer r.parkedMu.Unlock()
 	res, err := r.db.ExecContext(req.Context(), "UPDATE "+r.parkedTable()+" SET status = 'skipped' WHERE id = ? AND status = 'parked'", id)
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})

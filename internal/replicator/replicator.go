@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // database/sql driver
@@ -46,6 +47,9 @@ type Replicator struct {
 	tenants *tenants          // nil unless tenants.redis.addr is set
 	// reconciler removes late inserts (tombstones.go); nil without peers.
 	reconciler *sink.MySQL
+	// parkedMu lets one parked-message retry or skip run at a time
+	// (parkedapi.go): ReplayParked needs a topic's ids in increasing order.
+	parkedMu sync.Mutex
 }
 
 // New opens local state and connections and checks the source, refusing to

@@ -260,18 +260,19 @@ func seedFromBackup(ctx context.Context, cfg *config.Config, src backupSource, o
 		// under its old id) is not a watermark of this site.
 		{"watermark of this site's own changes", "DELETE FROM " + meta(schema.Watermarks) + " WHERE origin = ?", []any{cfg.Site.ID}},
 	}
-	for p, start := range starts {
-		steps = append(steps, step{"offsets of " + srcTopic,
-			"INSERT INTO " + offsetsTable + " (topic, part, next_offset, origin, epoch) VALUES (?, ?, ?, ?, 0)",
-			[]any{srcTopic, p, start, src.peer.ID}})
-	}
 	for _, s := range steps {
 		res, err := tx.ExecContext(ctx, s.q, s.args...)
 		if err != nil {
 			return fmt.Errorf("seed: %s: %w", s.what, err)
 		}
-		if n, _ := res.RowsAffected(); n > 0 && !strings.HasPrefix(s.q, "INSERT") {
+		if n, _ := res.RowsAffected(); n > 0 {
 			fmt.Fprintf(out, "seed: %s: %d rows reset or removed\n", s.what, n)
+		}
+	}
+	for p, start := range starts {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+offsetsTable+" (topic, part, next_offset, origin, epoch) VALUES (?, ?, ?, ?, 0)",
+			srcTopic, p, start, src.peer.ID); err != nil {
+			return fmt.Errorf("seed: offsets of %s: %w", srcTopic, err)
 		}
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT topic, part, next_offset FROM "+offsetsTable+" ORDER BY topic, part")

@@ -198,7 +198,7 @@ var errTopicNotFound = errors.New("topic not found")
 // what is produced from now on. A topic that does not exist yet has no
 // partitions (an empty map): everything it will ever hold comes later.
 func EndOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64, error) {
-	return listOffsets(ctx, k, topic, "end", kafka.LastOffsetOf)
+	return listOffsets(ctx, k, topic, false)
 }
 
 // FirstOffsets returns, for every partition of topic, the offset of the
@@ -206,10 +206,15 @@ func EndOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64
 // an empty partition it equals the end offset. A topic that does not exist
 // yet has no partitions (an empty map).
 func FirstOffsets(ctx context.Context, k KafkaConfig, topic string) (map[int]int64, error) {
-	return listOffsets(ctx, k, topic, "first", kafka.FirstOffsetOf)
+	return listOffsets(ctx, k, topic, true)
 }
 
-func listOffsets(ctx context.Context, k KafkaConfig, topic, which string, req func(int) kafka.OffsetRequest) (map[int]int64, error) {
+// listOffsets is FirstOffsets (first) or EndOffsets.
+func listOffsets(ctx context.Context, k KafkaConfig, topic string, first bool) (map[int]int64, error) {
+	which, req := "end", kafka.LastOffsetOf
+	if first {
+		which, req = "first", kafka.FirstOffsetOf
+	}
 	c := k.client()
 	defer closeTransport(c)
 	n, err := topicPartitions(ctx, c, topic)
@@ -232,7 +237,7 @@ func listOffsets(ctx context.Context, k KafkaConfig, topic, which string, req fu
 		if po.Error != nil {
 			return nil, fmt.Errorf("kafka: %s offset of %s/%d: %w", which, topic, po.Partition, po.Error)
 		}
-		if which == "first" {
+		if first {
 			out[po.Partition] = po.FirstOffset
 		} else {
 			out[po.Partition] = po.LastOffset

@@ -201,21 +201,22 @@ func (h HomeRows) condition(m *tableMeta, rowSite, tombSite string) string {
 		return ""
 	}
 	slices.Sort(sites) // a stable statement text for the same snapshot
-	kept := make([]string, len(sites))
 	c := m.cols[h.Column]
+	kept := make([]string, len(sites))
 	for i, site := range sites {
-		ok := false
+		match, ok := "", false
 		if c != nil {
-			kept[i], ok = tenant.SQLMatch(m.qTable+"."+quoteIdent(h.Column), c.dataType, h.Tenants[uint8(site)], sqlString)
+			match, ok = tenant.SQLMatch(m.qTable+"."+quoteIdent(h.Column), c.dataType, h.Tenants[uint8(site)], sqlString)
 		}
 		if !ok {
+			// The column's type decides; no site's tenants can be told.
 			list := make([]string, len(sites))
 			for j, s := range sites {
 				list[j] = strconv.Itoa(s)
 			}
 			return " AND NOT (" + rowSite + " IN (" + strings.Join(list, ", ") + ") AND " + rowSite + " <> " + tombSite + ")"
 		}
-		kept[i] = "(COALESCE(" + kept[i] + ", FALSE) AND " + homeRow(uint8(site)) + ")"
+		kept[i] = "(COALESCE(" + match + ", FALSE) AND " + homeRow(uint8(site)) + ")"
 	}
 	return " AND NOT (" + strings.Join(kept, " OR ") + ")"
 }

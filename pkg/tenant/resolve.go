@@ -246,22 +246,27 @@ func ValueString(v event.Value) string {
 // TestTenantSQLMatchesReader checks every type this accepts against the
 // reader on a real server.
 func SQLMatch(col, dataType string, ids []string, quote func(string) string) (cond string, ok bool) {
-	var expr string
 	var lits []string
+	asText := func() {
+		for _, id := range ids {
+			lits = append(lits, "CAST("+quote(id)+" AS BINARY)")
+		}
+	}
 	switch dataType {
 	case "bit", "year":
-		expr = "CAST(" + col + " + 0 AS BINARY)"
+		col = "CAST(" + col + " + 0 AS BINARY)"
+		asText()
 	case "tinyint", "smallint", "mediumint", "int", "bigint",
 		"char", "varchar", "tinytext", "text", "mediumtext", "longtext",
 		"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
 		"enum", "set", "decimal", "date", "datetime", "timestamp", "time":
-		expr = "CAST(" + col + " AS BINARY)"
+		col = "CAST(" + col + " AS BINARY)"
+		asText()
 	case "float", "double":
 		bits := 64
 		if dataType == "float" {
 			bits = 32
 		}
-		expr = col
 		for _, id := range ids {
 			f, err := strconv.ParseFloat(id, bits)
 			if err != nil || strconv.FormatFloat(f, 'g', -1, bits) != id {
@@ -272,20 +277,13 @@ func SQLMatch(col, dataType string, ids []string, quote func(string) string) (co
 			// exact for a correctly rounding parser such as the server's.
 			lits = append(lits, strconv.FormatFloat(f, 'e', -1, 64))
 		}
-		if len(lits) == 0 {
-			return "FALSE", true
-		}
-		return expr + " IN (" + strings.Join(lits, ", ") + ")", true
 	default:
 		return "", false
 	}
-	if len(ids) == 0 {
+	if len(lits) == 0 {
 		return "FALSE", true
 	}
-	for _, id := range ids {
-		lits = append(lits, "CAST("+quote(id)+" AS BINARY)")
-	}
-	return expr + " IN (" + strings.Join(lits, ", ") + ")", true
+	return col + " IN (" + strings.Join(lits, ", ") + ")", true
 }
 
 // Split cuts t into one transaction per tenant, in the order each tenant
